@@ -1,0 +1,194 @@
+"""XLA kernels behind :func:`ptycho.ops.extract_windows`.
+
+Nothing here validates its input: :mod:`ptycho.ops` does that, then calls these kernels
+with static Python values for every shape-like argument.
+
+Terms used below:
+
+* *window*: the `(Nh, Nw)` output patch of one position.
+* *footprint*: the integer window of the object a patch reads: `(Nh + 1, Nw + 1)` pixels
+  for bilinear interpolation, `(Nh, Nw)` for nearest.
+* *table*: the object as real numbers (real and imaginary parts side by side on the last
+  axis), surrounded by a zero margin. Reading the table instead of the object is what makes
+  the zero fill of the contract free: no sample is ever masked.
+
+Two kernels compute the same function:
+
+* :func:`gather_windows`, the fast forward pass. One XLA gather copies each footprint as a
+  block of contiguous rows, and a fused loop applies the separable bilinear blend. The
+  table's margin is as wide as a footprint, so that XLA's clamping of out-of-range blocks
+  only ever moves a block that misses the object into the zero margin.
+* :func:`sample_windows`, the differentiable formulation. It gathers every sample
+  separately from a table with a one-pixel margin, clamping each index into that margin.
+  TensorFlow differentiates it, which gives the gradient of both kernels.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla
+from tensorflow.compiler.xla import xla_data_pb2
+
+__all__: list[str] = []
+
+
+def footprint(size: tuple[int, int], interpolation: str) -> tuple[int, int]:
+    """Height and width of the integer object window one patch reads."""
+    extra = 1 if interpolation == "bilinear" else 0
+    return size[0] + extra, size[1] + extra
+
+
+@tf.function(jit_compile=True, autograph=False)
+def prepare_table(obj: tf.Tensor, margin: tuple[int, int]) -> tf.Tensor:
+    """`(Bo, H, W, C)` object -> `(Bo, H + 2 * my, W + 2 * mx, K)` real table.
+
+    K is C for real input and 2 * C for complex input, laid out `(re_0, im_0, re_1, ...)`.
+    """
+    if obj.dtype.is_complex:
+        parts = tf.stack([tf.math.real(obj), tf.math.imag(obj)], axis=-1)
+        obj = tf.reshape(parts, tf.concat([tf.shape(obj)[:3], [-1]], axis=0))
+    my, mx = margin
+    return tf.pad(obj, [[0, 0], [my, my], [mx, mx], [0, 0]])
+
+
+def _split(coord, shift, length, extent, index_dtype):
+    """Integer start and fraction of each window along one axis.
+
+    The coordinate is split into its floor and fraction *before* any offset is added, so
+    the fraction keeps the full precision of the input. Coordinates farther than one
+    window from the object all give zero windows, so they are clamped first: this keeps
+    the integer part far from overflow without changing any result.
+    """
+    reach = float(length + abs(shift) + 2)
+    coord = tf.clip_by_value(coord, -reach, extent + reach)
+    whole = tf.floor(coord)
+    return tf.cast(whole, index_dtype) + shift, coord - whole
+
+
+def _positions(positions, size, shift, extent, interpolation, index_dtype):
+    """Window starts `(iy, ix)` in object pixels and bilinear fractions `(fy, fx)`."""
+    iy, fy = _split(positions[..., 1], shift[0], size[0], extent[0], index_dtype)
+    ix, fx = _split(positions[..., 0], shift[1], size[1], extent[1], index_dtype)
+    if interpolation == "nearest":
+        iy += tf.cast(fy >= 0.5, index_dtype)
+        ix += tf.cast(fx >= 0.5, index_dtype)
+    return iy, ix, fy, fx
+
+
+def _blend(win, fy, fx, interpolation):
+    """Separable bilinear blend of `(..., Nh + 1, Nw + 1, K)` footprints.
+
+    `fy` and `fx` broadcast against the leading axes. The weights stay real: they are cast
+    to the table's real dtype, never to complex.
+    """
+    if interpolation != "bilinear":
+        return win
+    fx = tf.cast(fx, win.dtype)[..., None, None, None]
+    fy = tf.cast(fy, win.dtype)[..., None, None, None]
+    left, right = win[..., :, :-1, :], win[..., :, 1:, :]
+    across = left + fx * (right - left)
+    top, bottom = across[..., :-1, :, :], across[..., 1:, :, :]
+    return top + fy * (bottom - top)
+
+
+def _recombine(win, complex_out):
+    """Real `(..., K)` windows -> `(..., C)`, complex when the table held pairs."""
+    if not complex_out:
+        return win
+    k = win.shape[-1]
+    win = tf.reshape(win, tf.concat([tf.shape(win)[:-1], [k // 2, 2]], axis=0))
+    return tf.complex(win[..., 0], win[..., 1])
+
+
+def _index_dtype(table) -> tf.DType:
+    pixels = table.shape[1:3].num_elements()
+    count = table.shape[0]
+    if count is None or count * pixels >= 2**31:
+        return tf.int64
+    return tf.int32
+
+
+def _gather_dimension_numbers(per_sample: bool):
+    dims = xla_data_pb2.GatherDimensionNumbers()
+    # Operand (Bo, Hp, Wp, K); start indices (P, 3) = [b, row, col] or (P, 2) = [row, col].
+    if per_sample:
+        dims.offset_dims.extend([1, 2, 3])
+        dims.collapsed_slice_dims.append(0)
+        dims.start_index_map.extend([0, 1, 2])
+    else:
+        dims.offset_dims.extend([1, 2, 3])
+        dims.collapsed_slice_dims.append(0)
+        dims.start_index_map.extend([1, 2])
+    dims.index_vector_dim = 1
+    return dims
+
+
+@tf.function(jit_compile=True, autograph=False)
+def gather_windows(table, positions, obj_index, size, shift, interpolation, complex_out):
+    """Fast forward kernel.
+
+    Args:
+        table: `(Bo, Hp, Wp, K)` from :func:`prepare_table` with a margin equal to the
+            footprint of `size`.
+        positions: `(G, c, 2)` positions `[x, y]`, float32 or float64.
+        obj_index: `None` for one shared object, else `(G,)` int object index per group.
+        size: static `(Nh, Nw)`.
+        shift: static `(sy, sx)`: window pixel `(i, j)` samples the object at
+            `(y + sy + i, x + sx + j)`.
+        interpolation: `"bilinear"` or `"nearest"`.
+        complex_out: whether the table holds `(re, im)` pairs.
+
+    Returns:
+        `(G, Nh, Nw, c, C)` windows in the table's dtype, or complex.
+    """
+    _, hp, wp, k = table.shape
+    fh, fw = footprint(size, interpolation)
+    extent = (hp - 2 * fh, wp - 2 * fw)
+    index_dtype = _index_dtype(table)
+    iy, ix, fy, fx = _positions(positions, size, shift, extent, interpolation, index_dtype)
+
+    groups = tf.shape(positions)[0]
+    c = positions.shape[1]
+    starts = [tf.reshape(iy + fh, [-1]), tf.reshape(ix + fw, [-1])]
+    if obj_index is not None:
+        member = tf.repeat(tf.cast(obj_index, index_dtype), c)
+        starts.insert(0, member)
+    win = xla.gather(
+        table,
+        tf.stack(starts, axis=1),
+        _gather_dimension_numbers(obj_index is not None),
+        [1, fh, fw, k],
+        indices_are_sorted=False,
+    )  # (G * c, fh, fw, K)
+    win = _blend(win, tf.reshape(fy, [-1]), tf.reshape(fx, [-1]), interpolation)
+    win = tf.reshape(win, tf.stack([groups, c, size[0], size[1], k]))
+    win = tf.transpose(win, [0, 2, 3, 1, 4])  # (G, Nh, Nw, c, K)
+    return _recombine(win, complex_out)
+
+
+def sample_windows(table, positions, obj_index, size, shift, interpolation, complex_out):
+    """Differentiable kernel with the same result as :func:`gather_windows`.
+
+    `table` has a one-pixel margin. Every sample index is clamped into the table, so
+    samples off the object read the zero margin.
+    """
+    _, hp, wp, k = table.shape
+    extent = (hp - 2, wp - 2)
+    index_dtype = _index_dtype(table)
+    iy, ix, fy, fx = _positions(positions, size, shift, extent, interpolation, index_dtype)
+    fh, fw = footprint(size, interpolation)
+
+    def axis_indices(start, length, limit):
+        steps = tf.range(1, length + 1, dtype=index_dtype)  # +1: the margin
+        return tf.clip_by_value(start[:, None, :] + steps[None, :, None], 0, limit - 1)
+
+    rows = axis_indices(iy, fh, hp)  # (G, fh, c)
+    cols = axis_indices(ix, fw, wp)  # (G, fw, c)
+    flat = rows[:, :, None, :] * wp + cols[:, None, :, :]  # (G, fh, fw, c)
+    if obj_index is not None:
+        flat += (tf.cast(obj_index, index_dtype) * (hp * wp))[:, None, None, None]
+    flat = tf.transpose(flat, [0, 3, 1, 2])  # (G, c, fh, fw)
+    win = tf.gather(tf.reshape(table, [-1, k]), flat)  # (G, c, fh, fw, K)
+    win = _blend(win, fy, fx, interpolation)  # (G, c, Nh, Nw, K)
+    win = tf.transpose(win, [0, 2, 3, 1, 4])
+    return _recombine(win, complex_out)

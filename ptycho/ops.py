@@ -1,0 +1,277 @@
+"""Patch extraction as plain TensorFlow functions.
+
+Coordinate convention (the one place it is spelled out; everything else links here):
+
+* The object is indexed `obj[row, col]`, rows are `y` and columns are `x`; the centre of
+  pixel `(r, s)` sits at `(y=r, x=s)`.
+* A position is a pair `[x, y]` in object pixels and may be fractional.
+* The patch of size `N` at position `(x, y)` is
+  `patch[i, j] = obj(y + i - N // 2, x + j - N // 2)`, where `obj(., .)` is the object
+  interpolated at real coordinates and is zero outside the object (bilinear interpolation
+  blends toward zero within one pixel of the edge). The object pixel under the position
+  therefore lands on `patch[N // 2, N // 2]`, for even and odd `N`.
+
+Bilinear weights come from the fractional part of each position, split off before any
+integer offset is added, so float32 positions keep their sub-pixel precision anywhere on
+a large object.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from ptycho import _kernel
+
+__all__ = ["INTERPOLATIONS", "extract_patches"]
+
+INTERPOLATIONS = ("bilinear", "nearest")
+
+# Eager calls are cut into chunks of about this many output bytes, and the last chunk is
+# padded to a power of two, so a new number of positions never triggers a new XLA
+# compilation and peak memory stays near the size of the output.
+CHUNK_BYTES = 8 * 2**20
+
+REAL_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+OBJECT_DTYPES = (*REAL_DTYPES, tf.complex64, tf.complex128)
+
+
+def check_size(N, name: str = "N") -> int:
+    """Validate a patch size: a positive Python or numpy integer."""
+    if isinstance(N, bool) or not isinstance(N, numbers.Integral):
+        raise TypeError(f"`{name}` must be a positive int. Received: {name}={N!r}")
+    if N < 1:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={N!r}")
+    return int(N)
+
+
+def check_interpolation(interpolation) -> str:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"`interpolation` must be one of {INTERPOLATIONS}. "
+            f"Received: interpolation={interpolation!r}"
+        )
+    return interpolation
+
+
+def as_object(obj, name: str = "obj", dtype=None) -> tf.Tensor:
+    """Convert an object to a `(B, H, W, 1)` tensor, checking dtype and shape."""
+    obj = to_tensor(obj, name)
+    if obj.dtype not in OBJECT_DTYPES:
+        raise TypeError(
+            f"`{name}` must be complex64, complex128 or a float dtype. "
+            f"Received: {name}.dtype={obj.dtype.name}"
+        )
+    shape = obj.shape
+    if shape.rank == 2:
+        obj = obj[None, :, :, None]
+    elif shape.rank != 4 or shape[-1] != 1:
+        raise ValueError(
+            f"`{name}` must have shape (H, W) or (B, H, W, 1). Received: {name}.shape={shape}"
+        )
+    height, width = obj.shape[1], obj.shape[2]
+    if height is None or width is None:
+        raise ValueError(
+            f"`{name}` must have a static height and width. Received: {name}.shape={shape}"
+        )
+    if obj.shape.num_elements() == 0:
+        raise ValueError(f"`{name}` must not be empty. Received: {name}.shape={shape}")
+    if dtype is not None and not obj.dtype.is_complex and obj.dtype != dtype:
+        obj = tf.cast(obj, dtype)
+    return obj
+
+
+def as_positions(positions, obj_dtype: tf.DType, name: str = "positions"):
+    """Convert positions to `(G, c, 2)` in the compute dtype.
+
+    Returns the converted positions and whether they came in the channel format
+    `(B, 1, 2, c)` (otherwise flat `(P, 2)`).
+    """
+    positions = to_tensor(positions, name)
+    if not (positions.dtype.is_floating or positions.dtype.is_integer):
+        raise TypeError(
+            f"`{name}` must be a real number tensor. Received: {name}.dtype={positions.dtype.name}"
+        )
+    shape = positions.shape
+    if shape.rank == 2 and shape[1] == 2:
+        channel = False
+        grouped = positions[:, None, :]
+    elif shape.rank == 4 and shape[1] == 1 and shape[2] == 2 and shape[3] is not None:
+        channel = True
+        grouped = tf.transpose(positions[:, 0], [0, 2, 1])
+    else:
+        raise ValueError(
+            f"`{name}` must have shape (B, 1, 2, c) or (P, 2). Received: {name}.shape={shape}"
+        )
+    wide = positions.dtype == tf.float64 or _kernel_real_dtype(obj_dtype) == tf.float64
+    grouped = tf.cast(grouped, tf.float64 if wide else tf.float32)
+    if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(grouped))):
+        raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or inf values")
+    return grouped, channel
+
+
+def to_tensor(value, name: str) -> tf.Tensor:
+    if isinstance(value, tf.Tensor | tf.Variable):
+        return tf.convert_to_tensor(value)
+    try:
+        return tf.convert_to_tensor(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"`{name}` must be a tensor or array. Received: {name} of type {type(value).__name__}"
+        ) from err
+
+
+def _kernel_real_dtype(dtype: tf.DType) -> tf.DType:
+    return dtype.real_dtype if dtype.is_complex else dtype
+
+
+def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> tf.Tensor:
+    """Extract the `N x N` object patch at every position.
+
+    This is the functional form of :class:`ptycho.layers.PatchExtractionLayer`; see
+    :mod:`ptycho.ops` for the coordinate convention.
+
+    Args:
+        obj: `(H, W)` or `(1, H, W, 1)` object shared by every position, or
+            `(B, H, W, 1)`, one object per group (channel format) or per position (flat).
+            complex64, complex128 or a real float dtype.
+        positions: `(B, 1, 2, c)` (channel format) or `(P, 2)` (flat), `[x, y]` in object
+            pixels.
+        N: patch size.
+        interpolation: `"bilinear"` or `"nearest"`.
+
+    Returns:
+        `(B, N, N, c)` for channel positions, `(P, N, N, 1)` for flat positions, in the
+        object's dtype.
+    """
+    N = check_size(N)
+    interpolation = check_interpolation(interpolation)
+    obj = as_object(obj)
+    grouped, channel = as_positions(positions, obj.dtype)
+    obj_index = per_sample_index(obj, grouped)
+    half = -(N // 2)
+    win = windows(obj, grouped, obj_index, (N, N), (half, half), interpolation, "gather")
+    if channel:
+        return win[..., 0]  # (B, N, N, c)
+    return win[:, :, :, 0, :]  # (P, N, N, 1)
+
+
+def per_sample_index(obj: tf.Tensor, grouped: tf.Tensor):
+    """`None` for a shared object, else the object index of every group."""
+    count = obj.shape[0]
+    if count == 1:
+        return None
+    groups = grouped.shape[0]
+    if count is not None and groups is not None and count != groups:
+        raise ValueError(
+            "With one object per sample, `obj` and `positions` must have the same batch size. "
+            f"Received: obj.shape={obj.shape} and {groups} position groups"
+        )
+    return tf.range(tf.shape(grouped)[0])
+
+
+def windows(obj, grouped, obj_index, size, shift, interpolation, kernel) -> tf.Tensor:
+    """Differentiable windows `(G, Nh, Nw, c, C)` of validated inputs.
+
+    `kernel` picks the forward kernel: `"gather"` copies each footprint as a block (fast
+    for small windows of a large object), `"sample"` gathers every sample (a margin of
+    one pixel; right for windows as large as the object, as in `translate`).
+    """
+    static = {
+        "size": size,
+        "shift": shift,
+        "interpolation": interpolation,
+        "complex_out": obj.dtype.is_complex,
+    }
+    if tf.config.functions_run_eagerly():
+        kernel = "sample"  # the block gather exists only inside XLA
+
+    @tf.custom_gradient
+    def forward(obj, grouped):
+        if kernel == "gather":
+            margin = _kernel.footprint(size, interpolation)
+            run = _kernel.gather_windows
+        else:
+            margin = (1, 1)
+            run = _sample_windows_xla
+        # The kernels are not differentiated: `grad` below supplies the gradient.
+        table = _kernel.prepare_table(tf.stop_gradient(obj), margin)
+        positions = tf.stop_gradient(grouped)
+        if tf.executing_eagerly():
+            out = _chunked(run, table, positions, obj_index, static, obj.dtype)
+        else:
+            out = run(table, positions, obj_index, **static)
+
+        def grad(d_out):
+            d_obj, d_pos = _windows_vjp(obj, grouped, obj_index, d_out, **static)
+            return d_obj, d_pos
+
+        return out, grad
+
+    return forward(obj, grouped)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _sample_windows_xla(table, grouped, obj_index, **static):
+    return _kernel.sample_windows(table, grouped, obj_index, **static)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _windows_vjp(obj, grouped, obj_index, d_out, **static):
+    with tf.GradientTape() as tape:
+        tape.watch([obj, grouped])
+        table = _kernel.prepare_table(obj, (1, 1))
+        out = _kernel.sample_windows(table, grouped, obj_index, **static)
+    d_obj, d_pos = tape.gradient(out, [obj, grouped], output_gradients=d_out)
+    if d_pos is None:  # nearest interpolation is piecewise constant in the positions
+        d_pos = tf.zeros_like(grouped)
+    return d_obj, d_pos
+
+
+def chunk_groups(size, c: int, channels: int, dtype: tf.DType) -> int:
+    """Groups per eager chunk: about `CHUNK_BYTES` of output, a power of two."""
+    group_bytes = size[0] * size[1] * c * channels * dtype.size
+    groups = max(1, CHUNK_BYTES // group_bytes)
+    return 1 << (groups.bit_length() - 1)
+
+
+def _bucket(count: int) -> int:
+    return 1 << max(0, count - 1).bit_length()
+
+
+def _chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
+    """Run an XLA kernel eagerly over fixed-size chunks of the groups.
+
+    Every chunk has one of a few fixed sizes (the chunk size, or a power of two below it
+    for the tail), so XLA compiles a handful of programs per object shape, not one per
+    number of positions. The chunks are written into one preallocated output buffer that
+    is handed to TensorFlow without a copy.
+    """
+    groups, c, _ = grouped.shape
+    size = static["size"]
+    channels = table.shape[-1] // (2 if static["complex_out"] else 1)
+    step = chunk_groups(size, c, channels, dtype)
+
+    def call(start, stop):
+        count = stop - start
+        padded = min(_bucket(count), step)
+        pos = grouped[start:stop]
+        idx = None if obj_index is None else obj_index[start:stop]
+        if padded != count:
+            pos = tf.pad(pos, [[0, padded - count], [0, 0], [0, 0]])
+            idx = None if idx is None else tf.pad(idx, [[0, padded - count]])
+        out = run(table, pos, idx, **static)
+        return out if padded == count else out[:count]
+
+    if groups <= step:
+        return call(0, groups)
+    np_dtype = dtype.as_numpy_dtype
+    if np.dtype(np_dtype).kind not in "fc":  # bfloat16: no DLPack route
+        return tf.concat([call(s, min(s + step, groups)) for s in range(0, groups, step)], 0)
+    out = np.empty((groups, *size, c, channels), dtype=np_dtype)
+    for start in range(0, groups, step):
+        stop = min(start + step, groups)
+        out[start:stop] = np.from_dlpack(call(start, stop))  # no copy out of TF
+    return tf.experimental.dlpack.from_dlpack(out.__dlpack__())

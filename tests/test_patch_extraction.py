@@ -1,0 +1,239 @@
+"""PatchExtractionLayer and extract_patches against the float64 oracle of the contract."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from support import edge_positions, oracle_patches, random_object
+
+from ptycho import _kernel, extract_patches
+from ptycho.layers import PatchExtractionLayer
+
+TOLERANCE = {np.complex64: 1e-6, np.complex128: 1e-12}
+REAL_OF = {np.complex64: np.float32, np.complex128: np.float64}
+
+
+def worst_error(patches, obj, positions, N, interpolation="bilinear"):
+    expected = oracle_patches(obj, positions, N, interpolation)
+    return np.abs(np.asarray(patches)[..., 0] - expected).max() / np.abs(obj).max()
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("N", [1, 2, 5, 16, 33])
+def test_matches_oracle_with_patches_over_every_edge(rng, dtype, N):
+    obj = random_object(rng, (37, 29), dtype)
+    positions = edge_positions(rng, 37, 29, N, 120, REAL_OF[dtype])
+    patches = PatchExtractionLayer(N)(obj, positions)
+    assert patches.dtype == dtype
+    assert patches.shape == (len(positions), N, N, 1)
+    assert worst_error(patches, obj, positions, N) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_precision_holds_far_from_the_origin(rng, dtype):
+    """Float32 positions near 1000 keep their sub-pixel weights (the float32 trap)."""
+    obj = random_object(rng, (1100, 1100), dtype)
+    positions = rng.uniform(900, 1090, (64, 2)).astype(REAL_OF[dtype])
+    patches = extract_patches(obj, positions, 12)
+    assert worst_error(patches, obj, positions, 12) <= TOLERANCE[dtype]
+
+
+def test_float64_positions_with_complex64_object(rng):
+    obj = random_object(rng, (64, 64), np.complex64)
+    positions = rng.uniform(-4, 68, (50, 2))  # float64
+    patches = extract_patches(obj, positions, 9)
+    assert patches.dtype == tf.complex64
+    assert worst_error(patches, obj, positions, 9) <= 1e-6
+
+
+@pytest.mark.parametrize("N", [4, 7])
+def test_nearest_matches_oracle(rng, N):
+    obj = random_object(rng, (21, 26), np.complex128)
+    positions = edge_positions(rng, 21, 26, N, 80, np.float64)
+    positions[-4:] = [[3.5, 4.5], [3.49, 4.51], [-0.5, 0.0], [25.5, 20.5]]
+    patches = PatchExtractionLayer(N, interpolation="nearest")(obj, positions)
+    assert worst_error(patches, obj, positions, N, "nearest") == 0.0
+
+
+def test_channel_format_matches_flat(rng):
+    obj = random_object(rng, (40, 40))
+    flat = rng.uniform(-5, 45, (6 * 4, 2)).astype(np.float32)
+    channel = flat.reshape(6, 4, 2).transpose(0, 2, 1)[:, None]  # (B, 1, 2, c)
+    by_channel = extract_patches(obj, channel, 8).numpy()
+    by_flat = extract_patches(obj, flat, 8).numpy()
+    assert by_channel.shape == (6, 8, 8, 4)
+    np.testing.assert_array_equal(by_channel.transpose(0, 3, 1, 2).reshape(24, 8, 8), by_flat[..., 0])
+
+
+@pytest.mark.parametrize("channel", [False, True])
+def test_one_object_per_sample(rng, channel):
+    objs = random_object(rng, (3, 20, 24))
+    c = 2 if channel else 1
+    flat = rng.uniform(-3, 25, (3 * c, 2)).astype(np.float32)
+    positions = flat.reshape(3, c, 2).transpose(0, 2, 1)[:, None] if channel else flat
+    patches = extract_patches(objs[..., None], positions, 6).numpy()
+    patches = patches.transpose(0, 3, 1, 2).reshape(3 * c, 6, 6)
+    for p in range(3 * c):
+        expected = oracle_patches(objs[p // c], flat[p : p + 1], 6)[0]
+        assert np.abs(patches[p] - expected).max() <= 1e-6 * np.abs(objs).max()
+
+
+def test_shared_object_forms_agree(rng):
+    obj = random_object(rng, (30, 30))
+    positions = rng.uniform(0, 30, (10, 2)).astype(np.float32)
+    np.testing.assert_array_equal(
+        extract_patches(obj, positions, 7).numpy(),
+        extract_patches(obj[None, :, :, None], positions, 7).numpy(),
+    )
+
+
+def test_far_positions_give_zeros(rng):
+    obj = random_object(rng, (50, 50))
+    positions = np.array([[1e6, 3.0], [-1e6, 3.0], [3.0, 3e9], [-3e30, 3e30], [-9.0, 25.0]])
+    patches = extract_patches(obj, positions.astype(np.float32), 16).numpy()
+    assert np.all(patches[:4] == 0)
+    assert np.all(patches[4] == 0)  # x = -9: columns -17 .. -2, all beyond the blend zone
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_real_objects_follow_the_dtype_policy(rng, dtype):
+    obj = rng.standard_normal((25, 25)).astype(np.float64)
+    positions = rng.uniform(0, 25, (9, 2)).astype(np.float32)
+    patches = PatchExtractionLayer(5, dtype=dtype)(obj, positions)
+    assert patches.dtype == dtype
+    tolerance = {"float16": 2e-3, "float32": 1e-6, "float64": 1e-12}[dtype]
+    assert worst_error(patches.numpy().astype(np.float64), obj, positions, 5) <= tolerance
+
+
+def test_mixed_precision_policy_keeps_complex_and_positions(rng):
+    keras.config.set_dtype_policy("mixed_float16")
+    obj = random_object(rng, (600, 600))
+    positions = np.array([[590.37, 511.81]], np.float32)
+    layer = PatchExtractionLayer(6)
+    patches = layer(obj, positions)
+    assert patches.dtype == tf.complex64  # never cast to a real dtype
+    assert worst_error(patches, obj, positions, 6) <= 1e-6  # positions not cast to float16
+    real = layer(obj.real, positions)
+    assert real.dtype == tf.float16
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_eager_equals_xla_compiled(rng, dtype):
+    obj = random_object(rng, (48, 40), dtype)
+    positions = edge_positions(rng, 48, 40, 10, 40, REAL_OF[dtype])
+    layer = PatchExtractionLayer(10)
+    eager = layer(obj, positions)
+    compiled = tf.function(layer, jit_compile=True)(tf.constant(obj), tf.constant(positions))
+    graph = tf.function(layer)(tf.constant(obj), tf.constant(positions))
+    np.testing.assert_array_equal(eager.numpy(), compiled.numpy())
+    np.testing.assert_array_equal(eager.numpy(), graph.numpy())
+
+
+def test_large_eager_request_is_chunked_and_exact(rng):
+    """More positions than one chunk: the chunks are stitched in order."""
+    obj = random_object(rng, (70, 70))
+    N = 32
+    count = 3 * 1024 + 77  # 8 KiB per patch: 1024 patches a chunk, then a padded tail
+    positions = rng.uniform(-10, 80, (count, 2)).astype(np.float32)
+    patches = extract_patches(obj, positions, N).numpy()
+    assert patches.shape == (count, N, N, 1)
+    pick = np.r_[0:3, 1020:1030, count - 80 : count]
+    assert worst_error(patches[pick], obj, positions[pick], N) <= 1e-6
+
+
+def test_new_position_counts_reuse_compiled_kernels(rng):
+    """Eager calls bucket the count: a new count reuses an existing XLA program."""
+    obj = tf.constant(random_object(rng, (64, 64)))
+    layer = PatchExtractionLayer(8)
+    layer(obj, rng.uniform(0, 64, (1000, 2)).astype(np.float32))
+    traces = _kernel.gather_windows.experimental_get_tracing_count()
+    for count in (999, 900, 777, 513):
+        layer(obj, rng.uniform(0, 64, (count, 2)).astype(np.float32))
+    assert _kernel.gather_windows.experimental_get_tracing_count() == traces
+
+
+def test_config_round_trip():
+    layer = PatchExtractionLayer(24, interpolation="nearest", name="patches")
+    config = layer.get_config()
+    assert config["N"] == 24 and config["interpolation"] == "nearest"
+    clone = PatchExtractionLayer.from_config(config)
+    assert clone.get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, PatchExtractionLayer) and restored.N == 24
+
+
+def test_output_shape():
+    layer = PatchExtractionLayer(16)
+    assert layer.compute_output_shape((64, 64), (None, 1, 2, 4)) == (None, 16, 16, 4)
+    assert layer.compute_output_shape((1, 64, 64, 1), (100, 2)) == (100, 16, 16, 1)
+
+
+def _functional_model(N=8):
+    obj = keras.Input(shape=(40, 40, 1), batch_size=1, dtype="complex64", name="obj")
+    positions = keras.Input(shape=(1, 2, 4), dtype="float32", name="positions")
+    patches = PatchExtractionLayer(N, name="extract")(obj, positions)
+    return keras.Model([obj, positions], patches)
+
+
+def test_symbolic_call_with_complex_inputs():
+    model = _functional_model()
+    assert model.output.shape == (None, 8, 8, 4)
+    assert model.output.dtype == "complex64"
+
+
+def test_keras_save_and_load(rng, tmp_path):
+    model = _functional_model()
+    obj = random_object(rng, (1, 40, 40, 1))
+    positions = rng.uniform(0, 40, (5, 1, 2, 4)).astype(np.float32)
+    before = model([obj, positions]).numpy()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.get_layer("extract"), PatchExtractionLayer)
+    after = loaded([obj, positions]).numpy()
+    np.testing.assert_array_equal(before, after)
+    direct = extract_patches(obj, positions, 8).numpy()
+    np.testing.assert_array_equal(after, direct)
+
+
+class _LearnedObject(keras.layers.Layer):
+    """A trainable real object patched at fixed positions (a minimal fit test)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.obj = self.add_weight(shape=(24, 24), initializer="zeros", name="obj")
+        self.extract = PatchExtractionLayer(6)
+
+    def call(self, positions):
+        return self.extract(self.obj, positions)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fit_step_updates_an_object_through_the_layer(rng, jit_compile):
+    target = rng.standard_normal((24, 24)).astype(np.float32)
+    positions = rng.uniform(2, 22, (32, 2)).astype(np.float32)
+    patches = oracle_patches(target, positions, 6).real[..., None].astype(np.float32)
+    inputs = keras.Input(shape=(2,))
+    model = keras.Model(inputs, _LearnedObject()(inputs))
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse", jit_compile=jit_compile)
+    history = model.fit(positions, patches, batch_size=8, epochs=3, verbose=0, shuffle=False)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
+
+
+def test_gradients_reach_object_and_positions(rng):
+    obj = tf.Variable(random_object(rng, (20, 20), np.complex128))
+    positions = tf.Variable(rng.uniform(4, 16, (5, 2)))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.abs(extract_patches(obj, positions, 6)) ** 2)
+    d_obj, d_pos = tape.gradient(loss, [obj, positions])
+    assert d_obj.shape == (20, 20) and d_pos.shape == (5, 2)
+    # d loss / d x by central differences (positions away from integer crossings).
+    step = 1e-6
+    shifted = []
+    for sign in (1, -1):
+        moved = positions.numpy().copy()
+        moved[0, 0] += sign * step
+        shifted.append(float(tf.reduce_sum(tf.abs(extract_patches(obj, moved, 6)) ** 2)))
+    numeric = (shifted[0] - shifted[1]) / (2 * step)
+    np.testing.assert_allclose(d_pos.numpy()[0, 0], numeric, rtol=1e-5)
