@@ -1,10 +1,27 @@
 """ptycho: fast, differentiable object-patch extraction for ptychography.
 
-See :mod:`ptycho.ops` for the coordinate convention.
+See :mod:`ptycho.ops` for the coordinate convention. TensorFlow is imported on first use
+of a name below, so that light modules (`ptycho.params`, `ptycho.config`) stay light.
 """
 
-from ptycho.layers import PatchExtractionLayer
-from ptycho.ops import extract_patches
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["PatchExtractionLayer", "extract_patches"]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "PatchExtractionLayer": "ptycho.layers.patch_extraction",
+    "extract_patches": "ptycho.ops",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ptycho' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -31,7 +31,8 @@ def _check_padded_inputs(gt_padded, offsets_f, N, B, c):
     offsets_f = ops.to_tensor(offsets_f, "offsets_f")
     if offsets_f.shape.rank != 4 or tuple(offsets_f.shape[1:]) != (1, 2, 1):
         raise ValueError(
-            f"`offsets_f` must have shape (B * c, 1, 2, 1). Received: offsets_f.shape={offsets_f.shape}"
+            "`offsets_f` must have shape (B * c, 1, 2, 1). "
+            f"Received: offsets_f.shape={offsets_f.shape}"
         )
     if offsets_f.shape[0] != B * c:
         raise ValueError(

@@ -16,7 +16,9 @@ __all__ = ["pad", "translate"]
 def _as_images(imgs, name: str) -> tf.Tensor:
     imgs = ops.to_tensor(imgs, name)
     if imgs.shape.rank != 4:
-        raise ValueError(f"`{name}` must have shape (B, H, W, C). Received: {name}.shape={imgs.shape}")
+        raise ValueError(
+            f"`{name}` must have shape (B, H, W, C). Received: {name}.shape={imgs.shape}"
+        )
     return imgs
 
 
@@ -46,15 +48,18 @@ def translate(imgs, offsets, interpolation: str = "bilinear") -> tf.Tensor:
     interpolation = ops.check_interpolation(interpolation)
     imgs = _as_images(imgs, "imgs")
     if imgs.dtype not in ops.OBJECT_DTYPES:
-        raise TypeError(
-            f"`imgs` must be complex or float. Received: imgs.dtype={imgs.dtype.name}"
-        )
+        raise TypeError(f"`imgs` must be complex or float. Received: imgs.dtype={imgs.dtype.name}")
     batch, height, width, channels = imgs.shape
     if height is None or width is None or channels is None:
-        raise ValueError(f"`imgs` must have a static height, width and channel count. Received: imgs.shape={imgs.shape}")
+        raise ValueError(
+            "`imgs` must have a static height, width and channel count. "
+            f"Received: imgs.shape={imgs.shape}"
+        )
     offsets = ops.to_tensor(offsets, "offsets")
     if offsets.shape.rank != 2 or offsets.shape[1] != 2:
-        raise ValueError(f"`offsets` must have shape (B, 2). Received: offsets.shape={offsets.shape}")
+        raise ValueError(
+            f"`offsets` must have shape (B, 2). Received: offsets.shape={offsets.shape}"
+        )
     if batch is not None and offsets.shape[0] is not None and offsets.shape[0] != batch:
         raise ValueError(
             "`offsets` must have one row per image. "
@@ -95,7 +100,8 @@ def _flat_to_channel(img, N: int | None = None, gridsize: int | None = None) -> 
     rows = img.shape[0]
     if rows is not None and rows % c:
         raise ValueError(
-            f"`img` must hold a multiple of gridsize**2={c} patches. Received: img.shape={img.shape}"
+            f"`img` must hold a multiple of gridsize**2={c} patches. "
+            f"Received: img.shape={img.shape}"
         )
     chan = tf.reshape(img, [-1, c, N, N])
     return tf.transpose(chan, [0, 2, 3, 1])

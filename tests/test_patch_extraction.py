@@ -62,7 +62,9 @@ def test_channel_format_matches_flat(rng):
     by_channel = extract_patches(obj, channel, 8).numpy()
     by_flat = extract_patches(obj, flat, 8).numpy()
     assert by_channel.shape == (6, 8, 8, 4)
-    np.testing.assert_array_equal(by_channel.transpose(0, 3, 1, 2).reshape(24, 8, 8), by_flat[..., 0])
+    np.testing.assert_array_equal(
+        by_channel.transpose(0, 3, 1, 2).reshape(24, 8, 8), by_flat[..., 0]
+    )
 
 
 @pytest.mark.parametrize("channel", [False, True])

@@ -79,7 +79,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
             raise TypeError(
-                f"`model` must be a ModelConfig. Received: model of type {type(self.model).__name__}"
+                "`model` must be a ModelConfig. "
+                f"Received: model of type {type(self.model).__name__}"
             )
         validate_field("nepochs", self.nepochs)
         validate_field("batch_size", self.batch_size)

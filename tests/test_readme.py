@@ -1,0 +1,23 @@
+"""The README's Python example runs as written."""
+
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_examples_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert blocks, "README has no Python example"
+    for block in blocks:
+        namespace: dict = {}
+        exec(compile(block, str(README), "exec"), namespace)
+        assert namespace["patches"].shape == (8, 64, 64, 4)
+
+
+def test_readme_quick_start_has_two_commands():
+    text = README.read_text()
+    block = re.search(r"## Quick start\s+```bash\n(.*?)```", text, flags=re.DOTALL)
+    assert block is not None
+    commands = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(commands) == 2 and "pytest" in commands[1]
