@@ -45,8 +45,9 @@ def prepare_table(obj: tf.Tensor, margin: tuple[int, int]) -> tf.Tensor:
     K is C for real input and 2 * C for complex input, laid out `(re_0, im_0, re_1, ...)`.
     """
     if obj.dtype.is_complex:
+        _, height, width, channels = obj.shape
         parts = tf.stack([tf.math.real(obj), tf.math.imag(obj)], axis=-1)
-        obj = tf.reshape(parts, tf.concat([tf.shape(obj)[:3], [-1]], axis=0))
+        obj = tf.reshape(parts, [-1, height, width, 2 * channels])
     my, mx = margin
     return tf.pad(obj, [[0, 0], [my, my], [mx, mx], [0, 0]])
 

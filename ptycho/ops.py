@@ -159,7 +159,11 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
 
 
 def per_sample_index(obj: tf.Tensor, grouped: tf.Tensor):
-    """`None` for a shared object, else the object index of every group."""
+    """`None` for a shared object, else the object index of every group.
+
+    When the object count is only known at run time (inside a graph), a count of one
+    means a shared object, and any other count must equal the number of groups.
+    """
     count = obj.shape[0]
     if count == 1:
         return None
@@ -169,7 +173,21 @@ def per_sample_index(obj: tf.Tensor, grouped: tf.Tensor):
             "With one object per sample, `obj` and `positions` must have the same batch size. "
             f"Received: obj.shape={obj.shape} and {groups} position groups"
         )
-    return tf.range(tf.shape(grouped)[0])
+    index = tf.range(tf.shape(grouped)[0])
+    if count is not None and groups is not None:
+        return index
+    count, groups = tf.shape(obj)[0], tf.shape(grouped)[0]
+    check = tf.debugging.Assert(
+        tf.logical_or(tf.equal(count, 1), tf.equal(count, groups)),
+        [
+            "With one object per sample, `obj` and `positions` must have the same batch size. "
+            "Received: obj batch and position groups",
+            count,
+            groups,
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return index * tf.cast(count > 1, index.dtype)
 
 
 def windows(obj, grouped, obj_index, size, shift, interpolation, kernel) -> tf.Tensor:
@@ -205,8 +223,19 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel) -> tf.T
             out = run(table, positions, obj_index, **static)
 
         def grad(d_out):
-            d_obj, d_pos = _windows_vjp(obj, grouped, obj_index, d_out, **static)
-            return d_obj, d_pos
+            if not tf.executing_eagerly():
+                return _windows_vjp(obj, grouped, obj_index, d_out, **static)
+            # Pad the count as the forward pass does, so that new counts reuse programs;
+            # the padded rows carry zero output gradient and contribute nothing.
+            count = grouped.shape[0]
+            extra = _padded_count(count, _step(obj, grouped, static)) - count
+            pos, idx, d_pad = grouped, obj_index, d_out
+            if extra:
+                pos = tf.pad(grouped, [[0, extra], [0, 0], [0, 0]])
+                idx = None if obj_index is None else tf.pad(obj_index, [[0, extra]])
+                d_pad = tf.pad(d_out, [[0, extra]] + [[0, 0]] * (d_out.shape.rank - 1))
+            d_obj, d_pos = _windows_vjp(obj, pos, idx, d_pad, **static)
+            return d_obj, d_pos[:count]
 
         return out, grad
 
@@ -241,13 +270,24 @@ def _bucket(count: int) -> int:
     return 1 << max(0, count - 1).bit_length()
 
 
+def _padded_count(count: int, step: int) -> int:
+    """Counts up to a chunk round up to a power of two, larger ones to whole chunks."""
+    return min(_bucket(count), step) if count <= step else -(-count // step) * step
+
+
+def _step(obj, grouped, static) -> int:
+    channels = obj.shape[-1]
+    return chunk_groups(static["size"], grouped.shape[1], channels, obj.dtype)
+
+
 def _chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
     """Run an XLA kernel eagerly over fixed-size chunks of the groups.
 
-    Every chunk has one of a few fixed sizes (the chunk size, or a power of two below it
-    for the tail), so XLA compiles a handful of programs per object shape, not one per
-    number of positions. The chunks are written into one preallocated output buffer that
-    is handed to TensorFlow without a copy.
+    A request of up to one chunk is padded to a power of two; a larger one runs in whole
+    chunks, its tail padded to a full chunk. XLA therefore compiles a handful of programs
+    per object shape, not one per number of positions. The chunks are written into one
+    preallocated, 64-byte aligned output buffer that is handed to TensorFlow without a
+    copy.
     """
     groups, c, _ = grouped.shape
     size = static["size"]
@@ -256,7 +296,7 @@ def _chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
 
     def call(start, stop):
         count = stop - start
-        padded = min(_bucket(count), step)
+        padded = _padded_count(count, step) if groups <= step else step
         pos = grouped[start:stop]
         idx = None if obj_index is None else obj_index[start:stop]
         if padded != count:
@@ -268,10 +308,23 @@ def _chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
     if groups <= step:
         return call(0, groups)
     np_dtype = dtype.as_numpy_dtype
-    if np.dtype(np_dtype).kind not in "fc":  # bfloat16: no DLPack route
+    on_cpu = ":CPU:" in table.device.upper()
+    if not on_cpu or np.dtype(np_dtype).kind not in "fc":  # accelerators, bfloat16
         return tf.concat([call(s, min(s + step, groups)) for s in range(0, groups, step)], 0)
-    out = np.empty((groups, *size, c, channels), dtype=np_dtype)
+    out = _aligned_empty((groups, *size, c, channels), np_dtype)
     for start in range(0, groups, step):
         stop = min(start + step, groups)
         out[start:stop] = np.from_dlpack(call(start, stop))  # no copy out of TF
     return tf.experimental.dlpack.from_dlpack(out.__dlpack__())
+
+
+def _aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on an `alignment`-byte boundary.
+
+    TensorFlow's kernels require 64-byte aligned buffers; an array handed to TensorFlow
+    through DLPack must therefore be allocated with that alignment.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start : start + nbytes].view(dtype).reshape(shape)

@@ -42,6 +42,11 @@ def _check_padded_inputs(gt_padded, offsets_f, N, B, c):
     return gt_padded, offsets_f, N, B, c
 
 
+def _layer_for(obj: tf.Tensor, N: int) -> PatchExtractionLayer:
+    """A layer that keeps the object's dtype, real dtypes included."""
+    return PatchExtractionLayer(N, dtype=None if obj.dtype.is_complex else obj.dtype.name)
+
+
 def _get_image_patches_iterative(gt_padded, offsets_f, N, B, c) -> tf.Tensor:
     """The preserved legacy loop: one whole-object `translate` per patch.
 
@@ -75,7 +80,7 @@ def _get_image_patches_batched(gt_padded, offsets_f, N, B, c) -> tf.Tensor:
         )
     obj = gt_padded[:, half : height - half, half : width - half, :]
     positions = tf.transpose(tf.reshape(offsets_f, [B, c, 2]), [0, 2, 1])[:, None]
-    return PatchExtractionLayer(N)(obj, positions)
+    return _layer_for(obj, N)(obj, positions)
 
 
 def get_image_patches(
@@ -134,7 +139,7 @@ def get_image_patches(
     dtype = tf.float64 if tf.float64 in (global_offsets.dtype, local_offsets.dtype) else tf.float32
     positions = tf.cast(global_offsets, dtype) + tf.cast(local_offsets, dtype)
     if batched:
-        return PatchExtractionLayer(N)(obj, positions)
+        return _layer_for(obj, N)(obj, positions)
     B = positions.shape[0]
     gt_padded = tf_helper.pad(obj, N // 2)
     return _get_image_patches_iterative(gt_padded, tf_helper._channel_to_flat(positions), N, B, c)

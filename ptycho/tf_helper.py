@@ -6,6 +6,8 @@ and semantics of PtychoPINN's `ptycho.tf_helper`; see `shared/CONVENTIONS.md`.
 
 from __future__ import annotations
 
+import numbers
+
 import tensorflow as tf
 
 from ptycho import ops
@@ -25,8 +27,11 @@ def _as_images(imgs, name: str) -> tf.Tensor:
 def pad(imgs, size: int) -> tf.Tensor:
     """Zero-pad the two spatial axes of `(B, H, W, C)` images by `size` on every side."""
     imgs = _as_images(imgs, "imgs")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise TypeError(f"`size` must be a non-negative int. Received: size={size!r}")
+    if size < 0:
         raise ValueError(f"`size` must be a non-negative int. Received: size={size!r}")
+    size = int(size)
     return tf.pad(imgs, [[0, 0], [size, size], [size, size], [0, 0]])
 
 
@@ -67,6 +72,11 @@ def translate(imgs, offsets, interpolation: str = "bilinear") -> tf.Tensor:
         )
     if imgs.shape.num_elements() == 0:
         return imgs
+    if not (offsets.dtype.is_floating or offsets.dtype.is_integer) or offsets.dtype.is_unsigned:
+        raise TypeError(
+            "`offsets` must be a float or signed integer tensor. "
+            f"Received: offsets.dtype={offsets.dtype.name}"
+        )
     grouped, _ = ops.as_positions(-offsets, imgs.dtype, "offsets")
     # One object per image: its channels travel together through the kernel.
     obj_index = None if batch == 1 else tf.range(tf.shape(imgs)[0])
@@ -97,6 +107,10 @@ def _flat_to_channel(img, N: int | None = None, gridsize: int | None = None) -> 
     N = ops.check_size(params.get("N") if N is None else N)
     gridsize = ops.check_size(params.get("gridsize") if gridsize is None else gridsize, "gridsize")
     c = gridsize**2
+    if tuple(img.shape[1:]) != (N, N, 1):
+        raise ValueError(
+            f"`img` must have shape (B * c, N, N, 1) with N={N}. Received: img.shape={img.shape}"
+        )
     rows = img.shape[0]
     if rows is not None and rows % c:
         raise ValueError(

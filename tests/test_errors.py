@@ -152,3 +152,13 @@ def test_translate_offsets_must_match_images():
         tf_helper.pad(np.ones((16, 16)), 2)
     with pytest.raises(ValueError, match="size=-1"):
         tf_helper.pad(np.ones((1, 16, 16, 1)), -1)
+
+
+def test_helper_argument_types():
+    assert tf_helper.pad(np.ones((1, 4, 4, 1)), np.int64(2)).shape == (1, 8, 8, 1)
+    with pytest.raises(TypeError, match=r"size=2\.0"):
+        tf_helper.pad(np.ones((1, 4, 4, 1)), 2.0)
+    with pytest.raises(TypeError, match=r"offsets\.dtype=uint8"):
+        tf_helper.translate(np.ones((1, 4, 4, 1)), np.ones((1, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"N=16. Received: img.shape=\(4, 32, 32, 1\)"):
+        tf_helper._flat_to_channel(np.ones((4, 32, 32, 1)), N=16, gridsize=2)

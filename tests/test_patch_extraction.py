@@ -239,3 +239,103 @@ def test_gradients_reach_object_and_positions(rng):
         shifted.append(float(tf.reduce_sum(tf.abs(extract_patches(obj, moved, 6)) ** 2)))
     numeric = (shifted[0] - shifted[1]) / (2 * step)
     np.testing.assert_allclose(d_pos.numpy()[0, 0], numeric, rtol=1e-5)
+
+
+@pytest.mark.parametrize("N", [5, 6])
+def test_delta_image_convention(N):
+    """A delta at (row 7, col 11) of a 13 x 19 object, hand-computed, odd and even N."""
+    obj = np.zeros((13, 19), np.complex64)
+    obj[7, 11] = 4 - 2j
+    layer = PatchExtractionLayer(N)
+    centre = layer(obj, np.array([[11.0, 7.0]], np.float32)).numpy()[0, :, :, 0]
+    expected = np.zeros((N, N), np.complex64)
+    expected[N // 2, N // 2] = 4 - 2j  # [x, y] order: x = column 11, y = row 7
+    np.testing.assert_array_equal(centre, expected)
+    # A position one pixel right of the delta sees it one pixel left of the centre.
+    moved = layer(obj, np.array([[12.0, 7.0]], np.float32)).numpy()[0, :, :, 0]
+    assert moved[N // 2, N // 2 - 1] == 4 - 2j and np.count_nonzero(moved) == 1
+    # Half a pixel in x and y splits the delta into four equal quarters.
+    half = layer(obj, np.array([[10.5, 6.5]], np.float32)).numpy()[0, :, :, 0]
+    quarter = np.complex64(1 - 0.5j)
+    np.testing.assert_array_equal(half[N // 2 : N // 2 + 2, N // 2 : N // 2 + 2], quarter)
+    assert np.count_nonzero(half) == 4
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_block_gather_kernel_equals_per_sample_kernel(rng, interpolation):
+    """`run_functions_eagerly` switches to the per-sample kernel; both give the same patches."""
+    obj = random_object(rng, (31, 27), np.complex128)
+    positions = edge_positions(rng, 31, 27, 9, 60, np.float64)
+    fast = extract_patches(obj, positions, 9, interpolation).numpy()
+    tf.config.run_functions_eagerly(True)
+    try:
+        slow = extract_patches(obj, positions, 9, interpolation).numpy()
+    finally:
+        tf.config.run_functions_eagerly(False)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-14)
+
+
+def test_chunked_output_is_a_usable_tensor(rng):
+    """The stitched output feeds ordinary TensorFlow ops (64-byte aligned buffer)."""
+    obj = random_object(rng, (70, 70))
+    positions = rng.uniform(0, 70, (2 * 1024 + 5, 2)).astype(np.float32)
+    patches = extract_patches(obj, positions, 32)
+    total = tf.reduce_sum(tf.abs(patches) ** 2) + tf.reduce_sum(tf.math.real(patches * 2))
+    expected = np.sum(np.abs(patches.numpy()) ** 2) + 2 * np.sum(patches.numpy().real)
+    np.testing.assert_allclose(float(total), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_unknown_batch_inside_a_graph(rng, per_sample):
+    objs = random_object(rng, (3, 20, 30, 1))
+    obj_spec = tf.TensorSpec([None, 20, 30, 1] if per_sample else [1, 20, 30, 1], tf.complex64)
+    positions = rng.uniform(0, 30, (3, 1, 2, 2)).astype(np.float32)
+    layer = PatchExtractionLayer(7)
+    run = tf.function(layer, input_signature=[obj_spec, tf.TensorSpec([None, 1, 2, 2])])
+    obj = objs if per_sample else objs[:1]
+    np.testing.assert_array_equal(run(obj, positions).numpy(), layer(obj, positions).numpy())
+
+
+def test_graph_batch_mismatch_is_caught_at_run_time(rng):
+    objs = random_object(rng, (2, 10, 10, 1))
+    spec = [tf.TensorSpec([None, 10, 10, 1], tf.complex64), tf.TensorSpec([None, 2])]
+    run = tf.function(PatchExtractionLayer(4), input_signature=spec)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        run(objs, np.zeros((3, 2), np.float32))
+    # A single object with an unknown batch dimension is shared by every position.
+    shared = run(objs[:1], np.full((3, 2), 5.0, np.float32)).numpy()
+    np.testing.assert_array_equal(shared, extract_patches(objs[:1], np.full((3, 2), 5.0), 4))
+
+
+def test_predict_with_per_sample_complex_objects(rng):
+    obj = keras.Input(shape=(12, 12, 1), dtype="complex64")
+    positions = keras.Input(shape=(1, 2, 1))
+    model = keras.Model([obj, positions], PatchExtractionLayer(5)(obj, positions))
+    objs = random_object(rng, (40, 12, 12, 1))
+    pos = rng.uniform(0, 12, (40, 1, 2, 1)).astype(np.float32)
+    predicted = model.predict([objs, pos], batch_size=16, verbose=0)
+    np.testing.assert_array_equal(predicted, extract_patches(objs, pos, 5).numpy())
+
+
+def test_new_counts_reuse_programs_beyond_one_chunk_and_in_gradients(rng):
+    obj = tf.constant(random_object(rng, (40, 40)))
+    layer = PatchExtractionLayer(32)  # 8 KiB patches: 1024 per chunk
+    layer(obj, rng.uniform(0, 40, (3000, 2)).astype(np.float32))
+    forward = _kernel.gather_windows.experimental_get_tracing_count()
+    for count in (2999, 2100, 2500):
+        layer(obj, rng.uniform(0, 40, (count, 2)).astype(np.float32))
+    assert _kernel.gather_windows.experimental_get_tracing_count() == forward
+
+    from ptycho import ops
+
+    def gradient(count):
+        positions = tf.Variable(rng.uniform(0, 40, (count, 2)).astype(np.float32))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.abs(layer(obj, positions)))
+        return tape.gradient(loss, positions)
+
+    assert gradient(10).shape == (10, 2)
+    backward = ops._windows_vjp.experimental_get_tracing_count()
+    for count in (11, 13, 16):
+        assert gradient(count).shape == (count, 2)
+    assert ops._windows_vjp.experimental_get_tracing_count() == backward

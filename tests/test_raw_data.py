@@ -113,3 +113,20 @@ def test_get_image_patches_reads_legacy_params(rng, legacy_cfg):
     offsets = rng.uniform(0, 20, (2, 1, 2, 1)).astype(np.float32)
     patches = raw_data.get_image_patches(obj, offsets, np.zeros_like(offsets))
     assert patches.shape == (2, 6, 6, 1)
+    expected = oracle_patches(obj, offsets[:, 0, :, 0], 6)[..., None]
+    assert np.abs(patches.numpy() - expected).max() <= 1e-6 * np.abs(obj).max()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_real_objects_keep_their_dtype(rng, dtype):
+    obj = rng.standard_normal((24, 24)).astype(dtype)
+    offsets = rng.uniform(0, 24, (2, 1, 2, 1))
+    patches = raw_data.get_image_patches(obj, offsets, np.zeros_like(offsets), N=6, gridsize=1)
+    assert patches.dtype == dtype
+    inputs = padded_inputs(obj.astype(np.complex128).real.astype(dtype), offsets[:, 0, :, 0], 6)
+    loop = raw_data._get_image_patches_iterative(*inputs, 6, 2, 1)
+    batched = raw_data._get_image_patches_batched(*inputs, 6, 2, 1)
+    assert loop.dtype == batched.dtype == dtype
+    np.testing.assert_allclose(
+        batched.numpy(), loop.numpy(), atol=1e-6 if dtype == np.float32 else 1e-12
+    )
