@@ -77,18 +77,18 @@ def _positions(positions, size, shift, extent, interpolation, index_dtype):
 
 
 def _blend(win, fy, fx, interpolation):
-    """Separable bilinear blend of `(..., Nh + 1, Nw + 1, K)` footprints.
+    """Separable bilinear blend of `(G, Nh + 1, Nw + 1, c, K)` footprints.
 
-    `fy` and `fx` broadcast against the leading axes. The weights stay real: they are cast
-    to the table's real dtype, never to complex.
+    `fy` and `fx` have shape `(G, c)`. The weights stay real: they are cast to the table's
+    real dtype, never to complex.
     """
     if interpolation != "bilinear":
         return win
-    fx = tf.cast(fx, win.dtype)[..., None, None, None]
-    fy = tf.cast(fy, win.dtype)[..., None, None, None]
-    left, right = win[..., :, :-1, :], win[..., :, 1:, :]
+    fx = tf.cast(fx, win.dtype)[:, None, None, :, None]
+    fy = tf.cast(fy, win.dtype)[:, None, None, :, None]
+    left, right = win[:, :, :-1], win[:, :, 1:]
     across = left + fx * (right - left)
-    top, bottom = across[..., :-1, :, :], across[..., 1:, :, :]
+    top, bottom = across[:, :-1], across[:, 1:]
     return top + fy * (bottom - top)
 
 
@@ -110,17 +110,16 @@ def _index_dtype(table) -> tf.DType:
 
 
 def _gather_dimension_numbers(per_sample: bool):
+    """Block gather of `(G, c, 2 or 3)` starts from `(Bo, Hp, Wp, K)` -> `(G, fh, fw, c, K)`.
+
+    Placing the offset dimensions at 1, 2 and 4 writes the channel layout directly, so no
+    transpose follows the gather.
+    """
     dims = xla_data_pb2.GatherDimensionNumbers()
-    # Operand (Bo, Hp, Wp, K); start indices (P, 3) = [b, row, col] or (P, 2) = [row, col].
-    if per_sample:
-        dims.offset_dims.extend([1, 2, 3])
-        dims.collapsed_slice_dims.append(0)
-        dims.start_index_map.extend([0, 1, 2])
-    else:
-        dims.offset_dims.extend([1, 2, 3])
-        dims.collapsed_slice_dims.append(0)
-        dims.start_index_map.extend([1, 2])
-    dims.index_vector_dim = 1
+    dims.offset_dims.extend([1, 2, 4])
+    dims.collapsed_slice_dims.append(0)
+    dims.start_index_map.extend([0, 1, 2] if per_sample else [1, 2])
+    dims.index_vector_dim = 2
     return dims
 
 
@@ -148,22 +147,19 @@ def gather_windows(table, positions, obj_index, size, shift, interpolation, comp
     index_dtype = _index_dtype(table)
     iy, ix, fy, fx = _positions(positions, size, shift, extent, interpolation, index_dtype)
 
-    groups = tf.shape(positions)[0]
-    c = positions.shape[1]
-    starts = [tf.reshape(iy + fh, [-1]), tf.reshape(ix + fw, [-1])]
+    starts = [iy + fh, ix + fw]  # (G, c) each
     if obj_index is not None:
-        member = tf.repeat(tf.cast(obj_index, index_dtype), c)
+        member = tf.cast(obj_index, index_dtype)[:, None] + tf.zeros_like(iy)
         starts.insert(0, member)
     win = xla.gather(
         table,
-        tf.stack(starts, axis=1),
+        tf.stack(starts, axis=2),
         _gather_dimension_numbers(obj_index is not None),
         [1, fh, fw, k],
         indices_are_sorted=False,
-    )  # (G * c, fh, fw, K)
-    win = _blend(win, tf.reshape(fy, [-1]), tf.reshape(fx, [-1]), interpolation)
-    win = tf.reshape(win, tf.stack([groups, c, size[0], size[1], k]))
-    win = tf.transpose(win, [0, 2, 3, 1, 4])  # (G, Nh, Nw, c, K)
+    )
+    win.set_shape([positions.shape[0], fh, fw, positions.shape[1], k])  # (G, fh, fw, c, K)
+    win = _blend(win, fy, fx, interpolation)
     return _recombine(win, complex_out)
 
 
@@ -188,8 +184,6 @@ def sample_windows(table, positions, obj_index, size, shift, interpolation, comp
     flat = rows[:, :, None, :] * wp + cols[:, None, :, :]  # (G, fh, fw, c)
     if obj_index is not None:
         flat += (tf.cast(obj_index, index_dtype) * (hp * wp))[:, None, None, None]
-    flat = tf.transpose(flat, [0, 3, 1, 2])  # (G, c, fh, fw)
-    win = tf.gather(tf.reshape(table, [-1, k]), flat)  # (G, c, fh, fw, K)
-    win = _blend(win, fy, fx, interpolation)  # (G, c, Nh, Nw, K)
-    win = tf.transpose(win, [0, 2, 3, 1, 4])
+    win = tf.gather(tf.reshape(table, [-1, k]), flat)  # (G, fh, fw, c, K)
+    win = _blend(win, fy, fx, interpolation)  # (G, Nh, Nw, c, K)
     return _recombine(win, complex_out)
