@@ -187,3 +187,110 @@ def sample_windows(table, positions, obj_index, size, shift, interpolation, comp
     win = tf.gather(tf.reshape(table, [-1, k]), flat)  # (G, fh, fw, c, K)
     win = _blend(win, fy, fx, interpolation)  # (G, Nh, Nw, c, K)
     return _recombine(win, complex_out)
+
+
+def _scatter_dimension_numbers(per_sample: bool):
+    """`(G, c, fh, fw, K)` blocks added into a `(Bo, Hp, Wp, K)` table."""
+    dims = xla_data_pb2.ScatterDimensionNumbers()
+    dims.update_window_dims.extend([2, 3, 4])
+    dims.inserted_window_dims.append(0)
+    dims.scatter_dims_to_operand_dims.extend([0, 1, 2] if per_sample else [1, 2])
+    dims.index_vector_dim = 2
+    return dims
+
+
+def _patch_major_gather_dimension_numbers(per_sample: bool):
+    """Block gather into `(G, c, fh, fw, K)`: each footprint contiguous, for elementwise work."""
+    dims = _gather_dimension_numbers(per_sample)
+    del dims.offset_dims[:]
+    dims.offset_dims.extend([2, 3, 4])
+    return dims
+
+
+def _adder(dtype: tf.DType):
+    @tf.function(autograph=False)
+    def add(a, b):
+        return a + b
+
+    scalar = tf.TensorSpec([], dtype)
+    return add.get_concrete_function(scalar, scalar)
+
+
+def _as_pairs(values, complex_out):
+    """`(..., C)` complex -> `(..., 2 * C)` real `(re, im)` pairs; real input unchanged."""
+    if not complex_out:
+        return values
+    pairs = tf.stack([tf.math.real(values), tf.math.imag(values)], axis=-1)
+    shape = values.shape
+    return tf.reshape(pairs, tf.concat([tf.shape(values)[:-1], [2 * shape[-1]]], axis=0))
+
+
+@tf.function(jit_compile=True, autograph=False)
+def gather_windows_vjp(
+    table, positions, obj_index, d_out, size, shift, interpolation, complex_out, margin
+):
+    """Exact adjoint of :func:`gather_windows`.
+
+    Given the output gradient `d_out` `(G, Nh, Nw, c, C)`, returns the gradient of the
+    *table* (the object with its margin, as real pairs) and of the positions. The object
+    gradient is a bilinear overlap-add: each patch gradient is spread over its footprint
+    with the same weights, then every footprint is added into the table by one XLA
+    scatter. The position gradient is the analytic derivative of the blend with respect
+    to the fractional parts (the integer parts are piecewise constant).
+    """
+    _, hp, wp, k = table.shape
+    fh, fw = footprint(size, interpolation)
+    extent = (hp - 2 * fh, wp - 2 * fw)
+    index_dtype = _index_dtype(table)
+    iy, ix, fy, fx = _positions(positions, size, shift, extent, interpolation, index_dtype)
+    starts = [iy + fh, ix + fw]
+    if obj_index is not None:
+        starts.insert(0, tf.cast(obj_index, index_dtype)[:, None] + tf.zeros_like(iy))
+    starts = tf.stack(starts, axis=2)
+    # Work patch-major, `(G, c, rows, cols, K)`: each patch contiguous, weights per patch.
+    g = tf.cast(_as_pairs(d_out, complex_out), table.dtype)
+    g = tf.transpose(g, [0, 3, 1, 2, 4])
+    g.set_shape([positions.shape[0], positions.shape[1], size[0], size[1], k])
+
+    if interpolation == "bilinear":
+        win = xla.gather(
+            table,
+            starts,
+            _patch_major_gather_dimension_numbers(obj_index is not None),
+            [1, fh, fw, k],
+        )
+        win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])
+        wx = tf.cast(fx, table.dtype)[:, :, None, None, None]
+        wy = tf.cast(fy, table.dtype)[:, :, None, None, None]
+        top_l, top_r = win[:, :, :-1, :-1], win[:, :, :-1, 1:]
+        bot_l, bot_r = win[:, :, 1:, :-1], win[:, :, 1:, 1:]
+        # d out / d fx and d out / d fy at every output pixel, then summed per patch.
+        twist = (bot_r - bot_l) - (top_r - top_l)
+        d_fx = tf.reduce_sum(g * ((top_r - top_l) + wy * twist), axis=[2, 3, 4])
+        d_fy = tf.reduce_sum(g * ((bot_l - top_l) + wx * twist), axis=[2, 3, 4])
+        # Footprint gradient: each footprint pixel collects the four output pixels it fed,
+        # which is the same separable blend applied to the zero-padded output gradient
+        # with the complementary fractions.
+        padded = tf.pad(g, [[0, 0], [0, 0], [1, 1], [1, 1], [0, 0]])
+        left, right = padded[:, :, :, :-1], padded[:, :, :, 1:]
+        across = left + (1 - wx) * (right - left)
+        top, bottom = across[:, :, :-1], across[:, :, 1:]
+        g = top + (1 - wy) * (bottom - top)
+        d_pos = tf.stack([d_fx, d_fy], axis=-1)
+    else:
+        d_pos = tf.zeros(tf.shape(positions), table.dtype)
+
+    d_table = xla.scatter(
+        tf.zeros_like(table),
+        starts,
+        g,
+        _adder(table.dtype),
+        _scatter_dimension_numbers(obj_index is not None),
+    )
+    my, mx = margin
+    d_obj = d_table[:, my : hp - my, mx : wp - mx, :]
+    if complex_out:
+        _, height, width, _ = d_obj.shape
+        d_obj = tf.reshape(d_obj, [-1, height, width, k // 2, 2])
+        d_obj = tf.complex(d_obj[..., 0], d_obj[..., 1])
+    return d_obj, tf.cast(d_pos, positions.dtype)

@@ -223,8 +223,17 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel) -> tf.T
             out = run(table, positions, obj_index, **static)
 
         def grad(d_out):
+            if kernel == "gather":
+
+                def vjp(pos, idx, d):
+                    return _kernel.gather_windows_vjp(table, pos, idx, d, **static, margin=margin)
+            else:
+
+                def vjp(pos, idx, d):
+                    return _windows_vjp(obj, pos, idx, d, **static)
+
             if not tf.executing_eagerly():
-                return _windows_vjp(obj, grouped, obj_index, d_out, **static)
+                return vjp(grouped, obj_index, d_out)
             # Pad the count as the forward pass does, so that new counts reuse programs;
             # the padded rows carry zero output gradient and contribute nothing.
             count = grouped.shape[0]
@@ -234,7 +243,7 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel) -> tf.T
                 pos = tf.pad(grouped, [[0, extra], [0, 0], [0, 0]])
                 idx = None if obj_index is None else tf.pad(obj_index, [[0, extra]])
                 d_pad = tf.pad(d_out, [[0, extra]] + [[0, 0]] * (d_out.shape.rank - 1))
-            d_obj, d_pos = _windows_vjp(obj, pos, idx, d_pad, **static)
+            d_obj, d_pos = vjp(pos, idx, d_pad)
             return d_obj, d_pos[:count]
 
         return out, grad
