@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from support import edge_positions, oracle_patches, random_object
 
-from ptycho import _kernel, extract_patches
+from ptycho import _kernel, extract_patches, ops
 from ptycho.layers import PatchExtractionLayer
 
 TOLERANCE = {np.complex64: 1e-6, np.complex128: 1e-12}
@@ -135,11 +135,11 @@ def test_large_eager_request_is_chunked_and_exact(rng):
     """More positions than one chunk: the chunks are stitched in order."""
     obj = random_object(rng, (70, 70))
     N = 32
-    count = 3 * 1024 + 77  # 8 KiB per patch: 1024 patches a chunk, then a padded tail
+    count = 2 * ops.chunk_groups((N, N), 1, 1, tf.complex64) + 77  # two chunks and a tail
     positions = rng.uniform(-10, 80, (count, 2)).astype(np.float32)
     patches = extract_patches(obj, positions, N).numpy()
     assert patches.shape == (count, N, N, 1)
-    pick = np.r_[0:3, 1020:1030, count - 80 : count]
+    pick = np.r_[0:3, count // 2 - 5 : count // 2 + 5, count - 80 : count]
     assert worst_error(patches[pick], obj, positions[pick], N) <= 1e-6
 
 
@@ -278,7 +278,7 @@ def test_block_gather_kernel_equals_per_sample_kernel(rng, interpolation):
 def test_chunked_output_is_a_usable_tensor(rng):
     """The stitched output feeds ordinary TensorFlow ops (64-byte aligned buffer)."""
     obj = random_object(rng, (70, 70))
-    positions = rng.uniform(0, 70, (2 * 1024 + 5, 2)).astype(np.float32)
+    positions = rng.uniform(0, 70, (ops.chunk_groups((32, 32), 1, 1, tf.complex64) + 5, 2))
     patches = extract_patches(obj, positions, 32)
     total = tf.reduce_sum(tf.abs(patches) ** 2) + tf.reduce_sum(tf.math.real(patches * 2))
     expected = np.sum(np.abs(patches.numpy()) ** 2) + 2 * np.sum(patches.numpy().real)
@@ -319,10 +319,11 @@ def test_predict_with_per_sample_complex_objects(rng):
 
 def test_new_counts_reuse_programs_beyond_one_chunk_and_in_gradients(rng):
     obj = tf.constant(random_object(rng, (40, 40)))
-    layer = PatchExtractionLayer(32)  # 8 KiB patches: 1024 per chunk
-    layer(obj, rng.uniform(0, 40, (3000, 2)).astype(np.float32))
+    layer = PatchExtractionLayer(32)
+    chunk = ops.chunk_groups((32, 32), 1, 1, tf.complex64)
+    layer(obj, rng.uniform(0, 40, (chunk + chunk // 2, 2)).astype(np.float32))
     forward = _kernel.gather_windows.experimental_get_tracing_count()
-    for count in (2999, 2100, 2500):
+    for count in (chunk + 1, 2 * chunk - 1, 3 * chunk + 5):
         layer(obj, rng.uniform(0, 40, (count, 2)).astype(np.float32))
     assert _kernel.gather_windows.experimental_get_tracing_count() == forward
 
@@ -343,8 +344,6 @@ def test_new_counts_reuse_programs_beyond_one_chunk_and_in_gradients(rng):
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
 def test_analytic_adjoint_matches_autodiff_of_the_per_sample_kernel(rng, per_sample, interpolation):
     """The block-scatter adjoint equals TensorFlow's gradient of the per-sample formulation."""
-    from ptycho import ops
-
     count = 3 if per_sample else 1
     obj = tf.constant(random_object(rng, (count, 23, 17, 1), np.complex128))
     positions = edge_positions(rng, 23, 17, 7, 3 * 10 - 9, np.float64).reshape(3, 10, 2)
