@@ -1,4 +1,4 @@
-"""XLA kernels behind :func:`ptycho.ops.extract_windows`.
+"""XLA kernels behind :func:`ptycho.ops.extract_patches` and :func:`ptycho.tf_helper.translate`.
 
 Nothing here validates its input: :mod:`ptycho.ops` does that, then calls these kernels
 with static Python values for every shape-like argument.
@@ -14,13 +14,15 @@ Terms used below:
 
 Two kernels compute the same function:
 
-* :func:`gather_windows`, the fast forward pass. One XLA gather copies each footprint as a
-  block of contiguous rows, and a fused loop applies the separable bilinear blend. The
-  table's margin is as wide as a footprint, so that XLA's clamping of out-of-range blocks
-  only ever moves a block that misses the object into the zero margin.
-* :func:`sample_windows`, the differentiable formulation. It gathers every sample
-  separately from a table with a one-pixel margin, clamping each index into that margin.
-  TensorFlow differentiates it, which gives the gradient of both kernels.
+* :func:`gather_windows`, the fast forward pass for patches of a larger object. One XLA
+  gather copies each footprint as a block of contiguous rows, and a fused loop applies the
+  separable bilinear blend. The table's margin is as wide as a footprint, so that XLA's
+  clamping of out-of-range blocks only ever moves a block that misses the object into the
+  zero margin. :func:`gather_windows_vjp` is its exact adjoint (one XLA scatter).
+* :func:`sample_windows`, which gathers every sample separately from a table with a
+  one-pixel margin, clamping each index into that margin. It serves windows as large as
+  the object (`translate`), runs without XLA, and TensorFlow differentiates it; the tests
+  use it as an independent check of the block kernels and their adjoint.
 """
 
 from __future__ import annotations
