@@ -79,19 +79,20 @@ def _positions(positions, size, shift, extent, interpolation, index_dtype):
 
 
 def _blend(win, fy, fx, interpolation):
-    """Separable bilinear blend of `(G, Nh + 1, Nw + 1, c, K)` footprints.
+    """Separable bilinear blend of patch-major `(G, c, Nh + 1, Nw + 1, K)` footprints.
 
     `fy` and `fx` have shape `(G, c)`. The weights stay real: they are cast to the table's
-    real dtype, never to complex.
+    real dtype, never to complex. Returns `(G, Nh, Nw, c, K)`, the channel layout: the
+    blend runs on contiguous footprints, and one transpose writes the result.
     """
-    if interpolation != "bilinear":
-        return win
-    fx = tf.cast(fx, win.dtype)[:, None, None, :, None]
-    fy = tf.cast(fy, win.dtype)[:, None, None, :, None]
-    left, right = win[:, :, :-1], win[:, :, 1:]
-    across = left + fx * (right - left)
-    top, bottom = across[:, :-1], across[:, 1:]
-    return top + fy * (bottom - top)
+    if interpolation == "bilinear":
+        fx = tf.cast(fx, win.dtype)[:, :, None, None, None]
+        fy = tf.cast(fy, win.dtype)[:, :, None, None, None]
+        left, right = win[:, :, :, :-1], win[:, :, :, 1:]
+        across = left + fx * (right - left)
+        top, bottom = across[:, :, :-1], across[:, :, 1:]
+        win = top + fy * (bottom - top)
+    return tf.transpose(win, [0, 2, 3, 1, 4])
 
 
 def _recombine(win, complex_out):
@@ -112,13 +113,12 @@ def _index_dtype(table) -> tf.DType:
 
 
 def _gather_dimension_numbers(per_sample: bool):
-    """Block gather of `(G, c, 2 or 3)` starts from `(Bo, Hp, Wp, K)` -> `(G, fh, fw, c, K)`.
+    """Block gather of `(G, c, 2 or 3)` starts from `(Bo, Hp, Wp, K)` -> `(G, c, fh, fw, K)`.
 
-    Placing the offset dimensions at 1, 2 and 4 writes the channel layout directly, so no
-    transpose follows the gather.
+    Each footprint lands contiguous (patch-major), so the blend that follows vectorises.
     """
     dims = xla_data_pb2.GatherDimensionNumbers()
-    dims.offset_dims.extend([1, 2, 4])
+    dims.offset_dims.extend([2, 3, 4])
     dims.collapsed_slice_dims.append(0)
     dims.start_index_map.extend([0, 1, 2] if per_sample else [1, 2])
     dims.index_vector_dim = 2
@@ -160,7 +160,7 @@ def gather_windows(table, positions, obj_index, size, shift, interpolation, comp
         [1, fh, fw, k],
         indices_are_sorted=False,
     )
-    win.set_shape([positions.shape[0], fh, fw, positions.shape[1], k])  # (G, fh, fw, c, K)
+    win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])  # (G, c, fh, fw, K)
     win = _blend(win, fy, fx, interpolation)
     return _recombine(win, complex_out)
 
@@ -186,7 +186,8 @@ def sample_windows(table, positions, obj_index, size, shift, interpolation, comp
     flat = rows[:, :, None, :] * wp + cols[:, None, :, :]  # (G, fh, fw, c)
     if obj_index is not None:
         flat += (tf.cast(obj_index, index_dtype) * (hp * wp))[:, None, None, None]
-    win = tf.gather(tf.reshape(table, [-1, k]), flat)  # (G, fh, fw, c, K)
+    flat = tf.transpose(flat, [0, 3, 1, 2])  # (G, c, fh, fw)
+    win = tf.gather(tf.reshape(table, [-1, k]), flat)  # (G, c, fh, fw, K)
     win = _blend(win, fy, fx, interpolation)  # (G, Nh, Nw, c, K)
     return _recombine(win, complex_out)
 
@@ -198,14 +199,6 @@ def _scatter_dimension_numbers(per_sample: bool):
     dims.inserted_window_dims.append(0)
     dims.scatter_dims_to_operand_dims.extend([0, 1, 2] if per_sample else [1, 2])
     dims.index_vector_dim = 2
-    return dims
-
-
-def _patch_major_gather_dimension_numbers(per_sample: bool):
-    """Block gather into `(G, c, fh, fw, K)`: each footprint contiguous, for elementwise work."""
-    dims = _gather_dimension_numbers(per_sample)
-    del dims.offset_dims[:]
-    dims.offset_dims.extend([2, 3, 4])
     return dims
 
 
@@ -258,7 +251,7 @@ def gather_windows_vjp(
         win = xla.gather(
             table,
             starts,
-            _patch_major_gather_dimension_numbers(obj_index is not None),
+            _gather_dimension_numbers(obj_index is not None),
             [1, fh, fw, k],
         )
         win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])

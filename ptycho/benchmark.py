@@ -51,6 +51,7 @@ METHODS = (
     "copy_warm",
 )
 NAIVE_CHUNK = 256
+KEEP_FREED_MEMORY = [False]  # set by main(); passed on to the memory child processes
 SWEEP_P = (256, 1024, 4096, 16384, 65536, 262144)
 SWEEP_N = (32, 64, 128, 256)
 SWEEP_METHODS = ("layer_eager", "layer_jit", "crop_and_resize", "copy")
@@ -235,6 +236,8 @@ def measure_memory(method: str, case: Case, loop_patches: int) -> int | None:
     args = [sys.executable, "-m", "ptycho.benchmark", "--child-memory", method]
     args += [f"--size={case.size}", f"--N={case.N}", f"--gridsize={case.gridsize}"]
     args += [f"--groups={case.groups}", f"--loop-patches={loop_patches}"]
+    if KEEP_FREED_MEMORY[0]:
+        args.append("--keep-freed-memory")
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return None
@@ -504,6 +507,30 @@ def device_name() -> str:
     return f"CPU: {model}, {os.cpu_count()} cores"
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed large blocks in its heap instead of returning them.
+
+    By default glibc maps every block above 32 MiB afresh and unmaps it on free, so each
+    new output is faulted in page by page: for a 128 MiB output that costs more than the
+    extraction itself. With this setting a repeated large allocation reuses memory that is
+    already mapped. It changes the whole process, so the benchmark applies it only with
+    `--keep-freed-memory`, to show the effect; it is not a library default.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(
+        libc.mallopt(m_trim_threshold, 2**31 - 1)
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ptycho.benchmark", description=__doc__.splitlines()[0]
@@ -520,6 +547,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-scaling", action="store_true", help="skip the large-P checks")
     parser.add_argument("--no-checks", action="store_true", help="skip the engine checks")
     parser.add_argument("--sweep", action="store_true", help="also sweep P and N")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="tune glibc to reuse freed large blocks (see keep_freed_memory)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="output folder")
     parser.add_argument("--child-memory", choices=METHODS, help=argparse.SUPPRESS)
     return parser
@@ -532,12 +564,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
     case = Case(args.size, args.N, args.gridsize, args.groups)
+    allocator = "glibc default"
+    if args.keep_freed_memory:
+        KEEP_FREED_MEMORY[0] = keep_freed_memory()
+        allocator = "glibc keeps freed memory" if KEEP_FREED_MEMORY[0] else "glibc default"
     if args.child_memory:
         print(child_memory(args.child_memory, case, args.loop_patches))
         return 0
     device = device_name()
     rows = run_table(case, args)
-    print_table(case, rows, device)
+    print_table(case, rows, f"{device}; allocator: {allocator}")
     checks = {} if args.no_checks else engine_checks(case, args)
     if checks:
         print_checks(checks)
@@ -546,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     plots = plot(rows, sweep, case, args.out)
     result = {
         "device": device,
+        "allocator": allocator,
         "case": {**case.__dict__, "patches": case.patches, "output_bytes": case.output_bytes},
         "methods": rows,
         "checks": checks,

@@ -1,6 +1,8 @@
 """Smoke test of the benchmark at a tiny size: the JSON and PNG outputs are well formed."""
 
 import json
+import subprocess
+import sys
 
 from ptycho import benchmark
 
@@ -37,3 +39,16 @@ def test_benchmark_sweep_case_and_memory_child(tmp_path):
 def test_benchmark_rejects_bad_arguments(capsys):
     assert benchmark.main(["--N", "0"]) == 2
     assert "--N must be >= 1" in capsys.readouterr().err
+
+
+def test_keep_freed_memory_flag_is_recorded(tmp_path):
+    """Run in a child process: the flag changes the allocator of the whole process."""
+    argv = ["--size", "24", "--N", "4", "--groups", "2", "--repeats", "1", "--loop-patches", "2"]
+    argv += ["--no-memory", "--no-checks", "--keep-freed-memory", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "ptycho.benchmark", *argv], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "benchmark.json").read_text())
+    assert result["allocator"] == "glibc keeps freed memory"
+    assert "allocator: glibc keeps freed memory" in done.stdout
