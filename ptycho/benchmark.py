@@ -222,7 +222,7 @@ def child_memory(method: str, case: Case, loop_patches: int) -> int:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")
     except OSError:
-        pass
+        return -1  # the peak cannot be reset: no honest figure
     base = _rss("VmRSS:")
     result = run()
     _finish(result)
@@ -241,7 +241,8 @@ def measure_memory(method: str, case: Case, loop_patches: int) -> int | None:
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return None
-    return int(done.stdout.strip().splitlines()[-1])
+    extra = int(done.stdout.strip().splitlines()[-1])
+    return None if extra < 0 else extra
 
 
 def run_table(case: Case, args) -> list[dict]:

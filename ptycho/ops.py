@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import numbers
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -344,6 +345,11 @@ def _chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
 @functools.cache
 def _copier() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ptycho-copy")
+
+
+# A forked child inherits the executor without its thread: start a new one there.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_copier.cache_clear)
 
 
 def _aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
