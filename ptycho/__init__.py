@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["PatchExtractionLayer", "extract_patches"]
+__all__ = ["PatchExtractionLayer", "extract_patches", "reassemble_patches"]
 __version__ = "0.1.0"
 
 _LAZY = {
     "PatchExtractionLayer": "ptycho.layers.patch_extraction",
     "extract_patches": "ptycho.ops",
+    "reassemble_patches": "ptycho.ops",
 }
 
 

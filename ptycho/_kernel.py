@@ -27,6 +27,7 @@ Two kernels compute the same function:
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 from tensorflow.compiler.xla import xla_data_pb2
@@ -34,9 +35,13 @@ from tensorflow.compiler.xla import xla_data_pb2
 __all__: list[str] = []
 
 
+# Pixels of object read on every side of a patch by `interpolation="fourier"`.
+FOURIER_MARGIN = 16
+
+
 def footprint(size: tuple[int, int], interpolation: str) -> tuple[int, int]:
     """Height and width of the integer object window one patch reads."""
-    extra = 1 if interpolation == "bilinear" else 0
+    extra = {"bilinear": 1, "nearest": 0, "fourier": 2 * FOURIER_MARGIN}[interpolation]
     return size[0] + extra, size[1] + extra
 
 
@@ -55,7 +60,7 @@ def prepare_table(obj: tf.Tensor, margin: tuple[int, int]) -> tf.Tensor:
 
 
 def _split(coord, shift, length, extent, index_dtype):
-    """Integer start and fraction of each window along one axis.
+    """Integer start and fraction of each window (`length` pixels read) along one axis.
 
     The coordinate is split into its floor and fraction *before* any offset is added, so
     the fraction keeps the full precision of the input. Coordinates farther than one
@@ -70,22 +75,28 @@ def _split(coord, shift, length, extent, index_dtype):
 
 def _positions(positions, size, shift, extent, interpolation, index_dtype):
     """Window starts `(iy, ix)` in object pixels and bilinear fractions `(fy, fx)`."""
-    iy, fy = _split(positions[..., 1], shift[0], size[0], extent[0], index_dtype)
-    ix, fx = _split(positions[..., 0], shift[1], size[1], extent[1], index_dtype)
+    fh, fw = footprint(size, interpolation)
+    iy, fy = _split(positions[..., 1], shift[0], fh, extent[0], index_dtype)
+    ix, fx = _split(positions[..., 0], shift[1], fw, extent[1], index_dtype)
     if interpolation == "nearest":
         iy += tf.cast(fy >= 0.5, index_dtype)
         ix += tf.cast(fx >= 0.5, index_dtype)
+    elif interpolation == "fourier":
+        iy -= FOURIER_MARGIN
+        ix -= FOURIER_MARGIN
     return iy, ix, fy, fx
 
 
-def _blend(win, fy, fx, interpolation):
-    """Separable bilinear blend of patch-major `(G, c, Nh + 1, Nw + 1, K)` footprints.
+def _blend(win, fy, fx, interpolation, complex_out):
+    """Interpolate patch-major `(G, c, fh, fw, K)` footprints at the fractions `(fy, fx)`.
 
-    `fy` and `fx` have shape `(G, c)`. The weights stay real: they are cast to the table's
-    real dtype, never to complex. Returns `(G, Nh, Nw, c, K)`, the channel layout: the
-    blend runs on contiguous footprints, and one transpose writes the result.
+    `fy` and `fx` have shape `(G, c)`. The bilinear weights stay real: they are cast to
+    the table's real dtype, never to complex. Returns `(G, Nh, Nw, c, K)`, the channel
+    layout: the blend runs on contiguous footprints, and one transpose writes the result.
     """
-    if interpolation == "bilinear":
+    if interpolation == "fourier":
+        win = _fourier_shift(win, fy, fx, complex_out)
+    elif interpolation == "bilinear":
         fx = tf.cast(fx, win.dtype)[:, :, None, None, None]
         fy = tf.cast(fy, win.dtype)[:, :, None, None, None]
         left, right = win[:, :, :, :-1], win[:, :, :, 1:]
@@ -93,6 +104,46 @@ def _blend(win, fy, fx, interpolation):
         top, bottom = across[:, :, :-1], across[:, :, 1:]
         win = top + fy * (bottom - top)
     return tf.transpose(win, [0, 2, 3, 1, 4])
+
+
+def _fourier_shift(win, fy, fx, complex_out):
+    """Band-limited shift of `(G, c, N + 2m, N + 2m, K)` footprints, cropped to `N x N`.
+
+    Each footprint is the integer window with a margin of `m = FOURIER_MARGIN` pixels on
+    every side. Its discrete Fourier transform is multiplied by the phase ramp of the
+    fractional shift and transformed back; the centre `N x N` is kept. The transform
+    treats the footprint as periodic, so the result is exact for content that is
+    band-limited *and* periodic over the footprint. For other content the error comes
+    from the samples beyond the margin that the window leaves out (about
+    `amplitude / (2 pi m)` at the patch border, smaller inside) and from ringing at sharp
+    edges, including the object's own border.
+    """
+    m = FOURIER_MARGIN
+    _, _, fh, fw, k = win.shape
+    real_dtype = tf.float64 if win.dtype == tf.float64 else tf.float32
+    parts = tf.cast(win, real_dtype)
+    if complex_out:
+        parts = tf.reshape(parts, tf.concat([tf.shape(win)[:-1], [k // 2, 2]], axis=0))
+        z = tf.complex(parts[..., 0], parts[..., 1])
+    else:
+        z = tf.complex(parts, tf.zeros_like(parts))
+    z = tf.transpose(z, [0, 1, 4, 2, 3])  # (G, c, C, fh, fw): transform the last two axes
+
+    def ramp(fraction, length):
+        freq = tf.constant(np.fft.fftfreq(length), real_dtype)
+        phase = 2 * np.pi * tf.cast(fraction, real_dtype)[:, :, None, None] * freq
+        return tf.complex(tf.cos(phase), tf.sin(phase))  # (G, c, 1, length)
+
+    spectrum = tf.signal.fft2d(z)
+    spectrum *= ramp(fy, fh)[..., None] * ramp(fx, fw)[:, :, :, None, :]
+    z = tf.signal.ifft2d(spectrum)[:, :, :, m : fh - m, m : fw - m]
+    z = tf.transpose(z, [0, 1, 3, 4, 2])  # (G, c, Nh, Nw, C)
+    if complex_out:
+        out = tf.stack([tf.math.real(z), tf.math.imag(z)], axis=-1)
+        out = tf.reshape(out, tf.concat([tf.shape(z)[:-1], [k]], axis=0))
+    else:
+        out = tf.math.real(z)
+    return tf.cast(out, win.dtype)
 
 
 def _recombine(win, complex_out):
@@ -161,7 +212,7 @@ def gather_windows(table, positions, obj_index, size, shift, interpolation, comp
         indices_are_sorted=False,
     )
     win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])  # (G, c, fh, fw, K)
-    win = _blend(win, fy, fx, interpolation)
+    win = _blend(win, fy, fx, interpolation, complex_out)
     return _recombine(win, complex_out)
 
 
@@ -188,7 +239,7 @@ def sample_windows(table, positions, obj_index, size, shift, interpolation, comp
         flat += (tf.cast(obj_index, index_dtype) * (hp * wp))[:, None, None, None]
     flat = tf.transpose(flat, [0, 3, 1, 2])  # (G, c, fh, fw)
     win = tf.gather(tf.reshape(table, [-1, k]), flat)  # (G, c, fh, fw, K)
-    win = _blend(win, fy, fx, interpolation)  # (G, Nh, Nw, c, K)
+    win = _blend(win, fy, fx, interpolation, complex_out)  # (G, Nh, Nw, c, K)
     return _recombine(win, complex_out)
 
 
@@ -222,16 +273,26 @@ def _as_pairs(values, complex_out):
 
 @tf.function(jit_compile=True, autograph=False)
 def gather_windows_vjp(
-    table, positions, obj_index, d_out, size, shift, interpolation, complex_out, margin
+    table,
+    positions,
+    obj_index,
+    d_out,
+    size,
+    shift,
+    interpolation,
+    complex_out,
+    margin,
+    with_positions=True,
 ):
-    """Exact adjoint of :func:`gather_windows`.
+    """Exact adjoint of :func:`gather_windows`, for bilinear and nearest interpolation.
 
     Given the output gradient `d_out` `(G, Nh, Nw, c, C)`, returns the gradient of the
     *table* (the object with its margin, as real pairs) and of the positions. The object
     gradient is a bilinear overlap-add: each patch gradient is spread over its footprint
     with the same weights, then every footprint is added into the table by one XLA
     scatter. The position gradient is the analytic derivative of the blend with respect
-    to the fractional parts (the integer parts are piecewise constant).
+    to the fractional parts (the integer parts are piecewise constant); without
+    `with_positions` it is zero and the table's values are never read.
     """
     _, hp, wp, k = table.shape
     fh, fw = footprint(size, interpolation)
@@ -247,7 +308,10 @@ def gather_windows_vjp(
     g = tf.transpose(g, [0, 3, 1, 2, 4])
     g.set_shape([positions.shape[0], positions.shape[1], size[0], size[1], k])
 
-    if interpolation == "bilinear":
+    wx = tf.cast(fx, table.dtype)[:, :, None, None, None]
+    wy = tf.cast(fy, table.dtype)[:, :, None, None, None]
+    d_pos = tf.zeros(tf.shape(positions), table.dtype)
+    if interpolation == "bilinear" and with_positions:
         win = xla.gather(
             table,
             starts,
@@ -255,8 +319,6 @@ def gather_windows_vjp(
             [1, fh, fw, k],
         )
         win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])
-        wx = tf.cast(fx, table.dtype)[:, :, None, None, None]
-        wy = tf.cast(fy, table.dtype)[:, :, None, None, None]
         top_l, top_r = win[:, :, :-1, :-1], win[:, :, :-1, 1:]
         bot_l, bot_r = win[:, :, 1:, :-1], win[:, :, 1:, 1:]
         # d out / d fx and d out / d fy at every output pixel, then summed per patch.
@@ -264,6 +326,7 @@ def gather_windows_vjp(
         # One reduction for both fractions: the footprint is read once.
         slopes = tf.stack([(top_r - top_l) + wy * twist, (bot_l - top_l) + wx * twist], axis=-1)
         d_pos = tf.reduce_sum(g[..., None] * slopes, axis=[2, 3, 4])  # (G, c, 2)
+    if interpolation == "bilinear":
         # Footprint gradient: each footprint pixel collects the four output pixels it fed,
         # which is the same separable blend applied to the zero-padded output gradient
         # with the complementary fractions.
@@ -272,8 +335,6 @@ def gather_windows_vjp(
         across = left + (1 - wx) * (right - left)
         top, bottom = across[:, :, :-1], across[:, :, 1:]
         g = top + (1 - wy) * (bottom - top)
-    else:
-        d_pos = tf.zeros(tf.shape(positions), table.dtype)
 
     d_table = xla.scatter(
         tf.zeros_like(table),

@@ -28,9 +28,9 @@ import tensorflow as tf
 
 from ptycho import _kernel
 
-__all__ = ["INTERPOLATIONS", "extract_patches"]
+__all__ = ["INTERPOLATIONS", "extract_patches", "reassemble_patches"]
 
-INTERPOLATIONS = ("bilinear", "nearest")
+INTERPOLATIONS = ("bilinear", "nearest", "fourier")
 
 # Eager calls are cut into chunks of about this many output bytes (padded to a few fixed
 # sizes), so a new number of positions does not trigger a new XLA compilation and peak
@@ -145,7 +145,7 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
         positions: `(B, 1, 2, c)` (channel format) or `(P, 2)` (flat), `[x, y]` in object
             pixels.
         N: patch size.
-        interpolation: `"bilinear"` or `"nearest"`.
+        interpolation: `"bilinear"`, `"nearest"` or `"fourier"` (band-limited).
 
     Returns:
         `(B, N, N, c)` for channel positions, `(P, N, N, 1)` for flat positions, in the
@@ -195,7 +195,7 @@ def per_sample_index(obj: tf.Tensor, grouped: tf.Tensor):
         return index * tf.cast(count > 1, index.dtype)
 
 
-def windows(obj, grouped, obj_index, size, shift, interpolation, kernel) -> tf.Tensor:
+def windows(obj, grouped, obj_index, size, shift, interpolation, kernel="gather") -> tf.Tensor:
     """Differentiable windows `(G, Nh, Nw, c, C)` of validated inputs.
 
     `kernel` picks the forward kernel: `"gather"` copies each footprint as a block (fast
@@ -228,7 +228,7 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel) -> tf.T
             out = run(table, positions, obj_index, **static)
 
         def grad(d_out):
-            if kernel == "gather":
+            if kernel == "gather" and interpolation != "fourier":
 
                 def vjp(pos, idx, d):
                     return _kernel.gather_windows_vjp(table, pos, idx, d, **static, margin=margin)
@@ -362,3 +362,145 @@ def _aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
     raw = np.empty(nbytes + alignment, dtype=np.uint8)
     start = -raw.ctypes.data % alignment
     return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def reassemble_patches(
+    patches,
+    positions,
+    object_shape,
+    normalize: bool = True,
+    interpolation: str = "bilinear",
+    min_weight: float = 1e-3,
+) -> tf.Tensor:
+    """Overlap-add patches onto an object canvas: the adjoint of :func:`extract_patches`.
+
+    Each patch is spread over the object pixels it was read from, with the interpolation
+    weights of its position, and the contributions are summed. With `normalize`, the sum
+    is divided by the summed weights, so that reassembling the patches of an object gives
+    the object back on every pixel the scan covers: exactly for integer positions, and
+    for sub-pixel positions up to the blur of interpolating twice (bilinear weights
+    average neighbouring pixels).
+
+    Args:
+        patches: `(B, N, N, c)` with channel positions `(B, 1, 2, c)`, or `(P, N, N, 1)`
+            with flat positions `(P, 2)`. Complex or real.
+        positions: `[x, y]` of every patch, in object pixels, as for extraction.
+        object_shape: `(height, width)` of the canvas.
+        normalize: divide by the summed interpolation weights. Pixels whose summed weight
+            is below `min_weight` (barely or not covered) are set to zero.
+        interpolation: `"bilinear"`, `"nearest"` or `"fourier"`, as used for extraction.
+        min_weight: see `normalize`.
+
+    Returns:
+        The `(height, width)` canvas in the dtype of `patches`, differentiable with
+        respect to the patches.
+    """
+    interpolation = check_interpolation(interpolation)
+    height, width = _check_object_shape(object_shape)
+    patches = to_tensor(patches, "patches")
+    if patches.dtype not in OBJECT_DTYPES:
+        raise TypeError(
+            "`patches` must be complex64, complex128 or a float dtype. "
+            f"Received: patches.dtype={patches.dtype.name}"
+        )
+    shape = patches.shape
+    if shape.rank != 4 or shape[1] is None or shape[1] != shape[2]:
+        raise ValueError(
+            f"`patches` must have shape (B, N, N, c) or (P, N, N, 1). Received: {shape}"
+        )
+    dtype = patches.dtype
+    if dtype in (tf.float16, tf.bfloat16):
+        patches = tf.cast(patches, tf.float32)  # accumulate in float32
+    grouped, channel = as_positions(positions, patches.dtype)
+    expected = (grouped.shape[0], grouped.shape[1]) if channel else (grouped.shape[0], 1)
+    found = (shape[0], shape[3])
+    pairs = zip(found, expected, strict=True)
+    if any(f is not None and e is not None and f != e for f, e in pairs):
+        raise ValueError(
+            "`patches` and `positions` do not match: expected patches of shape "
+            f"{(expected[0], shape[1], shape[2], expected[1])}. Received: patches.shape={shape} "
+            f"and positions.shape={to_tensor(positions, 'positions').shape}"
+        )
+    # The layout of the windows kernels, `(G, N, N, c, 1)`.
+    d_out = patches[..., None] if channel else patches[:, :, :, None, :]
+    N = shape[1]
+    size, shift = (N, N), (-(N // 2), -(N // 2))
+    grouped = tf.stop_gradient(grouped)
+
+    @tf.custom_gradient
+    def overlap_add(d_out):
+        canvas = _overlap_add(
+            tf.stop_gradient(d_out), grouped, (height, width), size, shift, interpolation
+        )
+
+        def grad(d_canvas):  # the adjoint of the adjoint: extraction
+            return windows(d_canvas[None, :, :, None], grouped, None, size, shift, interpolation)
+
+        return canvas, grad
+
+    canvas = overlap_add(d_out)
+    if normalize:
+        ones = tf.ones(tf.shape(d_out), d_out.dtype.real_dtype)
+        weight = _overlap_add(ones, grouped, (height, width), size, shift, interpolation)
+        covered = weight >= min_weight
+        safe = tf.where(covered, weight, tf.ones_like(weight))
+        canvas = tf.where(covered, canvas / tf.cast(safe, canvas.dtype), tf.zeros_like(canvas))
+    return tf.cast(canvas, dtype)
+
+
+def _check_object_shape(object_shape) -> tuple[int, int]:
+    try:
+        height, width = object_shape
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`object_shape` must be (height, width). Received: object_shape={object_shape!r}"
+        ) from None
+    return check_size(height, "height"), check_size(width, "width")
+
+
+def _overlap_add(d_out, grouped, object_shape, size, shift, interpolation) -> tf.Tensor:
+    """Sum of the adjoint of every window `(G, Nh, Nw, c, 1)` on a `(H, W)` canvas.
+
+    Eagerly, the windows go through in chunks of a fixed size, so memory stays bounded
+    for any number of patches and new counts reuse the compiled programs.
+    """
+    static = {
+        "size": size,
+        "shift": shift,
+        "interpolation": interpolation,
+        "complex_out": d_out.dtype.is_complex,
+    }
+    real_dtype = d_out.dtype.real_dtype if d_out.dtype.is_complex else d_out.dtype
+    obj_spec = tf.zeros([1, *object_shape, 1], d_out.dtype)
+    if interpolation == "fourier":
+
+        def adjoint(pos, d):
+            return _windows_vjp(obj_spec, pos, None, d, **static)[0]
+    else:
+        margin = _kernel.footprint(size, interpolation)
+        table_shape = [1, object_shape[0] + 2 * margin[0], object_shape[1] + 2 * margin[1]]
+        table = tf.zeros([*table_shape, 2 if d_out.dtype.is_complex else 1], real_dtype)
+
+        def adjoint(pos, d):
+            return _kernel.gather_windows_vjp(
+                table, pos, None, d, **static, margin=margin, with_positions=False
+            )[0]
+
+    if not tf.executing_eagerly():
+        return adjoint(grouped, d_out)[0, :, :, 0]
+    groups = grouped.shape[0]
+    step = chunk_groups(size, grouped.shape[1], 1, d_out.dtype)
+    canvas = None
+    for start in range(0, groups, step):
+        stop = min(start + step, groups)
+        padded = _padded_count(groups, step) if groups <= step else step
+        pos, d = grouped[start:stop], d_out[start:stop]
+        if padded != stop - start:
+            extra = padded - (stop - start)
+            pos = tf.pad(pos, [[0, extra], [0, 0], [0, 0]])
+            d = tf.pad(d, [[0, extra], [0, 0], [0, 0], [0, 0], [0, 0]])
+        part = adjoint(pos, d)
+        canvas = part if canvas is None else canvas + part
+    if canvas is None:
+        return tf.zeros(object_shape, d_out.dtype)
+    return canvas[0, :, :, 0]

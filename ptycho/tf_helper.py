@@ -45,7 +45,7 @@ def translate(imgs, offsets, interpolation: str = "bilinear") -> tf.Tensor:
     Args:
         imgs: `(B, H, W, C)` images, real or complex.
         offsets: `(B, 2)` offsets `[dx, dy]` in pixels.
-        interpolation: `"bilinear"` or `"nearest"`.
+        interpolation: `"bilinear"`, `"nearest"` or `"fourier"`.
 
     Returns:
         `(B, H, W, C)` translated images in the dtype of `imgs`.

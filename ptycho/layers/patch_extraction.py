@@ -28,7 +28,9 @@ class PatchExtractionLayer(keras.layers.Layer):
 
     Args:
         N: patch size in pixels, a positive int.
-        interpolation: `"bilinear"` (default) or `"nearest"`.
+        interpolation: `"bilinear"` (default), `"nearest"` or `"fourier"` (a band-limited
+            shift of the integer window with a margin of 16 pixels on every side; see
+            :func:`ptycho._kernel._fourier_shift` for its accuracy and artefacts).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:

@@ -1,0 +1,107 @@
+"""Exact gradients for the object and the positions, for every object and position form."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from support import random_object
+
+from ptycho import extract_patches
+
+INTERPOLATIONS = ["bilinear", "fourier"]
+
+
+def smooth_object(shape, count=1):
+    """A smooth complex object (low spatial frequencies only), `(count, H, W, 1)`."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    layers = []
+    for k in range(count):
+        phase = 2 * np.pi * (0.031 * yy + 0.047 * xx) + k
+        amplitude = 1 + 0.3 * np.cos(2 * np.pi * (0.023 * xx - 0.019 * yy) + k)
+        layers.append(amplitude * np.exp(1j * phase))
+    return np.stack(layers)[..., None]
+
+
+def positions_away_from_integers(rng, count, low, high):
+    whole = rng.integers(low, high, (count, 2))
+    return whole + rng.uniform(0.2, 0.8, (count, 2))
+
+
+def finite_difference(loss, positions, index, step=1e-4):
+    plus, minus = positions.copy(), positions.copy()
+    plus[index] += step
+    minus[index] -= step
+    return (loss(plus) - loss(minus)) / (2 * step)
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("channel", [False, True])
+def test_position_gradient_matches_central_differences(rng, interpolation, per_sample, channel):
+    """On a smooth object, away from integer crossings: 1e-5 relative."""
+    count, c, N = 3, 4, 12
+    flat = positions_away_from_integers(rng, count * c, 14, 34)
+    if channel:
+        positions = np.transpose(flat.reshape(count, c, 2), (0, 2, 1))[:, None]  # (B,1,2,c)
+    else:
+        positions = flat
+    samples = count if channel else count * c
+    obj = smooth_object((48, 48), samples if per_sample else 1)
+    weights = random_object(rng, (samples, N, N, c if channel else 1), np.complex128)
+
+    def loss(pos):
+        patches = extract_patches(obj, pos, N, interpolation)
+        return tf.reduce_sum(tf.math.real(patches * weights) + tf.abs(patches) ** 2)
+
+    pos_var = tf.Variable(positions)
+    with tf.GradientTape() as tape:
+        value = loss(pos_var)
+    grad = tape.gradient(value, pos_var).numpy()
+    for index in (
+        [(0, 0), (1, 1), (samples - 1, 0)]
+        if not channel
+        else [
+            (0, 0, 0, 0),
+            (1, 0, 1, 2),
+            (count - 1, 0, 0, c - 1),
+        ]
+    ):
+        numeric = float(finite_difference(lambda p: loss(p).numpy(), positions, index))
+        assert abs(grad[index] - numeric) <= 1e-5 * abs(numeric), (index, grad[index], numeric)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "fourier"])
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("channel", [False, True])
+def test_object_gradient_is_the_adjoint(rng, interpolation, per_sample, channel):
+    """<A x, y> = <x, A^H y> to 1e-10 in complex128, with A^H from the gradient tape."""
+    count, c, N = 3, 4, 9
+    if channel:
+        positions = rng.uniform(-6, 30, (count, 1, 2, c))
+        samples, out_c = count, c
+    else:
+        positions = rng.uniform(-6, 30, (count * c, 2))
+        samples, out_c = count * c, 1
+    x = tf.constant(random_object(rng, (samples if per_sample else 1, 24, 26, 1), np.complex128))
+    y = random_object(rng, (samples, N, N, out_c), np.complex128)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        ax = extract_patches(x, positions, N, interpolation)
+        inner = tf.math.real(tf.reduce_sum(ax * np.conj(y)))
+    ahy = tape.gradient(inner, x).numpy()
+    lhs, rhs = np.vdot(y, ax.numpy()), np.vdot(ahy, x.numpy())
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+def test_gradients_inside_a_jitted_step_equal_eager_ones(rng):
+    obj = tf.Variable(smooth_object((40, 40))[0, :, :, 0])
+    positions = tf.Variable(positions_away_from_integers(rng, 20, 8, 30))
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.abs(extract_patches(obj, positions, 10)) ** 2)
+        return tape.gradient(loss, [obj, positions])
+
+    eager = step()
+    jitted = tf.function(step, jit_compile=True)()
+    for a, b in zip(eager, jitted, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)

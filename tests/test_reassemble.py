@@ -1,0 +1,139 @@
+"""reassemble_patches: the explicit adjoint of extraction, and its normalised inverse."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from support import edge_positions, random_object
+
+from ptycho import extract_patches, ops, reassemble_patches
+
+
+def numpy_overlap_add(patches, positions, shape, interpolation="bilinear"):
+    """Independent reference: spread every patch pixel onto its (up to) four neighbours."""
+    patches = np.asarray(patches)[..., 0]
+    positions = np.asarray(positions, np.float64)
+    count, N = patches.shape[0], patches.shape[1]
+    canvas = np.zeros(shape, np.result_type(patches.dtype, np.float64))
+    grid = np.arange(N) - N // 2
+    for k in range(count):
+        ys = positions[k, 1] + grid[:, None] + 0 * grid[None, :]
+        xs = positions[k, 0] + grid[None, :] + 0 * grid[:, None]
+        y0, x0 = np.floor(ys), np.floor(xs)
+        fy, fx = ys - y0, xs - x0
+        if interpolation == "nearest":
+            corners = [(y0 + (fy >= 0.5), x0 + (fx >= 0.5), np.ones_like(fy))]
+        else:
+            corners = [
+                (y0, x0, (1 - fy) * (1 - fx)),
+                (y0, x0 + 1, (1 - fy) * fx),
+                (y0 + 1, x0, fy * (1 - fx)),
+                (y0 + 1, x0 + 1, fy * fx),
+            ]
+        for rows, cols, weight in corners:
+            inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
+            r, c = rows[inside].astype(int), cols[inside].astype(int)
+            np.add.at(canvas, (r, c), weight[inside] * patches[k][inside])
+    return canvas
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("N", [5, 8])
+def test_overlap_add_matches_numpy_reference(rng, interpolation, N):
+    shape = (23, 31)
+    positions = edge_positions(rng, *shape, N, 40, np.float64)
+    patches = random_object(rng, (len(positions), N, N, 1), np.complex128)
+    canvas = reassemble_patches(patches, positions, shape, False, interpolation)
+    expected = numpy_overlap_add(patches, positions, shape, interpolation)
+    np.testing.assert_allclose(canvas.numpy(), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "fourier"])
+def test_reassembly_is_the_adjoint_of_extraction(rng, interpolation):
+    """<A x, y> = <x, A^H y> in complex128, edges included."""
+    x = random_object(rng, (19, 26), np.complex128)
+    positions = edge_positions(rng, 19, 26, 9, 31, np.float64)
+    y = random_object(rng, (len(positions), 9, 9, 1), np.complex128)
+    ax = extract_patches(x, positions, 9, interpolation).numpy()
+    ahy = reassemble_patches(y, positions, (19, 26), False, interpolation).numpy()
+    lhs, rhs = np.vdot(y, ax), np.vdot(ahy, x)
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, np.float32])
+def test_round_trip_gives_the_object_back_where_covered(rng, dtype):
+    obj = random_object(rng, (60, 70), np.complex128)
+    obj = (obj if np.dtype(dtype).kind == "c" else obj.real).astype(dtype)
+    N = 16
+    xs, ys = np.meshgrid(np.arange(10, 61, 6), np.arange(12, 51, 5))
+    positions = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    canvas = reassemble_patches(extract_patches(obj, positions, N), positions, obj.shape)
+    assert canvas.dtype == tf.as_dtype(dtype)
+    covered = np.zeros(obj.shape, bool)
+    covered[12 - N // 2 : 47 + N // 2, 10 - N // 2 : 58 + N // 2] = True
+    tolerance = 1e-12 if dtype == np.complex128 else 1e-5
+    np.testing.assert_allclose(canvas.numpy()[covered], obj[covered], rtol=0, atol=tolerance)
+    assert np.all(canvas.numpy()[~covered] == 0)
+
+
+def test_sub_pixel_round_trip_on_a_smooth_object(rng):
+    """Sub-pixel positions give the object blurred by interpolating twice, no more."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    obj = np.exp(2j * np.pi * (0.02 * yy + 0.03 * xx))
+    positions = np.stack([rng.uniform(16, 48, 300), rng.uniform(16, 48, 300)], 1)
+    canvas = reassemble_patches(extract_patches(obj, positions, 16), positions, obj.shape)
+    inner = (slice(16, 48), slice(16, 48))
+    # A bilinear pass damps a frequency f (cycles per pixel) by at most 1 - cos(pi f), about
+    # 0.004 here; extraction and reassembly together stay well inside 0.02.
+    assert np.abs(canvas.numpy()[inner] - obj[inner]).max() < 0.02
+
+
+def test_channel_format_and_graph_mode_agree_with_flat(rng):
+    positions = rng.uniform(0, 30, (6, 1, 2, 4))
+    patches = random_object(rng, (6, 7, 7, 4), np.complex128)
+    flat_pos = np.transpose(positions[:, 0], (0, 2, 1)).reshape(-1, 2)
+    flat = np.transpose(patches, (0, 3, 1, 2)).reshape(-1, 7, 7, 1)
+    expected = reassemble_patches(flat, flat_pos, (30, 30)).numpy()
+    channel = reassemble_patches(patches, positions, (30, 30)).numpy()
+    graph = tf.function(lambda p, q: reassemble_patches(p, q, (30, 30)))(
+        tf.constant(patches), tf.constant(positions)
+    )
+    np.testing.assert_allclose(channel, expected, atol=1e-12)
+    np.testing.assert_allclose(graph.numpy(), expected, atol=1e-12)
+
+
+def test_many_patches_go_through_in_bounded_chunks(rng, monkeypatch):
+    """Eager reassembly of more patches than one chunk adds the chunks exactly."""
+    monkeypatch.setattr(ops, "CHUNK_BYTES", 8 * 8 * 16 * 8)  # 16 patches of 8 x 8 per chunk
+    positions = rng.uniform(-4, 44, (101, 2)).astype(np.float32)
+    patches = random_object(rng, (101, 8, 8, 1), np.complex64)
+    eager = reassemble_patches(patches, positions, (40, 40), normalize=False).numpy()
+    expected = numpy_overlap_add(patches, positions, (40, 40))
+    np.testing.assert_allclose(eager, expected, rtol=0, atol=2e-5)
+
+
+def test_reassembly_is_differentiable(rng):
+    patches = tf.Variable(random_object(rng, (5, 6, 6, 1), np.complex128))
+    positions = rng.uniform(3, 17, (5, 2))
+    with tf.GradientTape() as tape:
+        canvas = reassemble_patches(patches, positions, (20, 20), normalize=False)
+        loss = tf.reduce_sum(tf.abs(canvas) ** 2)
+    grad = tape.gradient(loss, patches)
+    # d/dy |A^H y|^2 = 2 A A^H y: extraction of the canvas, times two.
+    expected = 2 * extract_patches(canvas, positions, 6).numpy()
+    np.testing.assert_allclose(grad.numpy(), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("patches", "positions", "shape", "error"),
+    [
+        (np.zeros((3, 4, 4, 1)), np.zeros((2, 2)), (8, 8), ValueError),
+        (np.zeros((3, 4, 5, 1)), np.zeros((3, 2)), (8, 8), ValueError),
+        (np.zeros((3, 4, 4, 1)), np.zeros((3, 2)), (8,), ValueError),
+        (np.zeros((3, 4, 4, 1)), np.zeros((3, 2)), (0, 8), ValueError),
+        (np.zeros((3, 4, 4, 1), np.int32), np.zeros((3, 2)), (8, 8), TypeError),
+        (np.zeros((2, 4, 4, 3)), np.zeros((2, 1, 2, 4)), (8, 8), ValueError),
+    ],
+)
+def test_bad_arguments_are_refused_with_clear_errors(patches, positions, shape, error):
+    with pytest.raises(error):
+        reassemble_patches(patches, positions, shape)
