@@ -1,0 +1,120 @@
+"""The layers inside Keras models: functional, sequential, subclassed, saved, fitted."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from support import random_object
+
+from ptycho import extract_patches
+from ptycho.layers import LearnableObject, PatchExtractionLayer
+
+
+@keras.saving.register_keras_serializable(package="ptycho_tests")
+class ProbedPatches(keras.Model):
+    """A subclassed model: patches of a fixed object times a probe."""
+
+    def __init__(self, N=8, **kwargs):
+        super().__init__(**kwargs)
+        self.N = N
+        self.extract = PatchExtractionLayer(N)
+
+    def call(self, inputs):
+        obj, positions = inputs
+        return self.extract(obj, positions) * tf.complex(2.0, 0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "N": self.N}
+
+    def build_from_config(self, config):
+        self.built = True  # no weights of its own
+
+
+def _round_trip(model, tmp_path, inputs):
+    before = model(inputs)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    after = loaded(inputs)
+    np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
+    return loaded
+
+
+def test_subclassed_model_saves_and_loads(rng, tmp_path):
+    obj = tf.constant(random_object(rng, (1, 30, 30, 1)))
+    positions = tf.constant(rng.uniform(0, 30, (7, 2)).astype(np.float32))
+    model = ProbedPatches(6)
+    loaded = _round_trip(model, tmp_path, (obj, positions))
+    assert isinstance(loaded.extract, PatchExtractionLayer)
+    expected = 2 * extract_patches(obj, positions, 6).numpy()
+    np.testing.assert_array_equal(loaded((obj, positions)).numpy(), expected)
+
+
+def test_sequential_model_with_a_learnable_object(rng, tmp_path):
+    initial = random_object(rng, (32, 32))
+    model = keras.Sequential(
+        [keras.Input((2,)), LearnableObject((32, 32), 8, initial=initial, name="object")]
+    )
+    positions = rng.uniform(0, 32, (9, 2)).astype(np.float32)
+    out = model(positions)
+    assert out.shape == (9, 8, 8, 1) and out.dtype == tf.complex64
+    np.testing.assert_array_equal(out.numpy(), extract_patches(initial, positions, 8).numpy())
+    loaded = _round_trip(model, tmp_path, positions)
+    np.testing.assert_array_equal(loaded.get_layer("object").value.numpy(), initial)
+
+
+def test_functional_model_with_channel_positions(rng, tmp_path):
+    positions_in = keras.Input((1, 2, 4))
+    patches = LearnableObject((20, 24), 5, name="object")(positions_in)
+    model = keras.Model(positions_in, patches)
+    assert model.output.shape == (None, 5, 5, 4)
+    positions = rng.uniform(1, 18, (3, 1, 2, 4)).astype(np.float32)
+    out = np.abs(model(positions).numpy())
+    np.testing.assert_allclose(out[:, 2, 2, :], 1, atol=1e-6)  # the initial object is ones
+    loaded = _round_trip(model, tmp_path, positions)
+    assert isinstance(loaded.get_layer("object"), LearnableObject)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fit_recovers_an_object_with_a_learnable_object(rng, jit_compile):
+    """model.fit, jitted or not: the learnable object moves toward the true one."""
+    truth = random_object(rng, (24, 24))
+    positions = rng.uniform(3, 21, (64, 2)).astype(np.float32)
+    target = extract_patches(truth, positions, 6).numpy()
+    pairs = np.concatenate([target.real, target.imag], axis=-1)
+
+    layer = LearnableObject((24, 24), 6, initial=np.zeros((24, 24)))
+    inputs = keras.Input((2,))
+    patches = layer(inputs)
+    split = keras.layers.Lambda(
+        lambda z: tf.concat([tf.math.real(z), tf.math.imag(z)], -1), output_shape=(6, 6, 2)
+    )(patches)
+    model = keras.Model(inputs, split)
+    model.compile(keras.optimizers.Adam(0.05), "mse", jit_compile=jit_compile)
+    before = np.abs(layer.value.numpy() - truth)[6:18, 6:18].mean()
+    history = model.fit(positions, pairs, batch_size=16, epochs=20, verbose=0, shuffle=False)
+    after = np.abs(layer.value.numpy() - truth)[6:18, 6:18].mean()
+    assert history.history["loss"][-1] < 0.2 * history.history["loss"][0]
+    assert after < 0.3 * before
+
+
+def test_learnable_object_precision_and_policy(rng):
+    keras.config.set_dtype_policy("mixed_float16")
+    layer = LearnableObject((16, 16), 4)
+    assert layer.real.dtype == "float32"
+    assert layer(np.array([[8.0, 8.0]], np.float32)).dtype == tf.complex64
+    wide = LearnableObject((16, 16), 4, dtype="float64")
+    assert wide(np.array([[8.0, 8.0]])).dtype == tf.complex128
+
+
+def test_learnable_object_config_round_trip():
+    layer = LearnableObject((10, 12), 4, interpolation="nearest", name="obj")
+    config = layer.get_config()
+    clone = LearnableObject.from_config(config)
+    assert clone.object_shape == (10, 12) and clone.N == 4
+    assert clone.extract.interpolation == "nearest"
+
+
+def test_learnable_object_refuses_a_wrong_initial_shape():
+    with pytest.raises(ValueError, match="initial"):
+        LearnableObject((10, 12), 4, initial=np.ones((12, 10)))
