@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["PatchExtractionLayer", "extract_patches", "reassemble_patches"]
+__all__ = [
+    "LearnableObject",
+    "PatchExtractionLayer",
+    "extract_patches",
+    "patch_dataset",
+    "reassemble_patches",
+]
 __version__ = "0.1.0"
 
 _LAZY = {
+    "LearnableObject": "ptycho.layers.learnable_object",
     "PatchExtractionLayer": "ptycho.layers.patch_extraction",
     "extract_patches": "ptycho.ops",
+    "patch_dataset": "ptycho.pipeline",
     "reassemble_patches": "ptycho.ops",
 }
 
