@@ -1,4 +1,4 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples run as written."""
 
 import pathlib
 import re
@@ -9,10 +9,12 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_python_examples_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert blocks, "README has no Python example"
-    for block in blocks:
+    shapes = [(8, 64, 64, 4), (64, 16, 16, 1)]
+    assert len(blocks) == len(shapes)
+    for block, shape in zip(blocks, shapes, strict=True):
         namespace: dict = {}
         exec(compile(block, str(README), "exec"), namespace)
-        assert namespace["patches"].shape == (8, 64, 64, 4)
+        assert namespace["patches"].shape == shape
 
 
 def test_readme_quick_start_has_two_commands():
