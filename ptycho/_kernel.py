@@ -243,6 +243,25 @@ def sample_windows(table, positions, obj_index, size, shift, interpolation, comp
     return _recombine(win, complex_out)
 
 
+def _patch_sums(values):
+    """Sum of each patch of patch-major `(G, c, rows, cols, K)` values -> `(G, c)`.
+
+    The rows are added by repeated halving, which XLA fuses with the producer of `values`
+    into one parallel, vectorised loop; only a `(G, c, cols * K)` partial sum is written.
+    A plain `reduce_sum` over the patch axes is about three times slower on the CPU: XLA
+    then materialises the product and reduces it on one thread.
+    """
+    _, c, rows, cols, k = values.shape
+    values = tf.reshape(values, [-1, c, rows, cols * k])
+    while values.shape[2] > 1:
+        half = values.shape[2] // 2
+        rest = values[:, :, 2 * half :]
+        values = values[:, :, :half] + values[:, :, half : 2 * half]
+        if rest.shape[2]:
+            values = tf.concat([values, rest], axis=2)
+    return tf.reduce_sum(values[:, :, 0], axis=-1)
+
+
 def _scatter_dimension_numbers(per_sample: bool):
     """`(G, c, fh, fw, K)` blocks added into a `(Bo, Hp, Wp, K)` table."""
     dims = xla_data_pb2.ScatterDimensionNumbers()
@@ -307,6 +326,12 @@ def gather_windows_vjp(
     g = tf.cast(_as_pairs(d_out, complex_out), table.dtype)
     g = tf.transpose(g, [0, 3, 1, 2, 4])
     g.set_shape([positions.shape[0], positions.shape[1], size[0], size[1], k])
+    if interpolation == "bilinear":
+        # The spread below reads `g` with a one-pixel zero border. The barrier makes XLA
+        # write the bordered, transposed gradient once and read it for both uses, instead
+        # of also writing the untransposed one.
+        (padded,) = xla.optimization_barrier(tf.pad(g, [[0, 0], [0, 0], [1, 1], [1, 1], [0, 0]]))
+        g = padded[:, :, 1:-1, 1:-1]
 
     wx = tf.cast(fx, table.dtype)[:, :, None, None, None]
     wy = tf.cast(fy, table.dtype)[:, :, None, None, None]
@@ -323,14 +348,13 @@ def gather_windows_vjp(
         bot_l, bot_r = win[:, :, 1:, :-1], win[:, :, 1:, 1:]
         # d out / d fx and d out / d fy at every output pixel, then summed per patch.
         twist = (bot_r - bot_l) - (top_r - top_l)
-        # One reduction for both fractions: the footprint is read once.
-        slopes = tf.stack([(top_r - top_l) + wy * twist, (bot_l - top_l) + wx * twist], axis=-1)
-        d_pos = tf.reduce_sum(g[..., None] * slopes, axis=[2, 3, 4])  # (G, c, 2)
+        d_fx = _patch_sums(g * ((top_r - top_l) + wy * twist))
+        d_fy = _patch_sums(g * ((bot_l - top_l) + wx * twist))
+        d_pos = tf.stack([d_fx, d_fy], axis=-1)  # (G, c, 2)
     if interpolation == "bilinear":
         # Footprint gradient: each footprint pixel collects the four output pixels it fed,
         # which is the same separable blend applied to the zero-padded output gradient
         # with the complementary fractions.
-        padded = tf.pad(g, [[0, 0], [0, 0], [1, 1], [1, 1], [0, 0]])
         left, right = padded[:, :, :, :-1], padded[:, :, :, 1:]
         across = left + (1 - wx) * (right - left)
         top, bottom = across[:, :, :-1], across[:, :, 1:]
