@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["demo_object", "demo_scan"]
+__all__ = ["demo_dataset", "demo_object", "demo_scan"]
 
 
 def demo_object(size: int = 512, dtype=np.complex64) -> np.ndarray:
@@ -32,3 +32,28 @@ def demo_scan(size: int, count: int, seed: int = 0, margin: float = 0.0) -> np.n
     rng = np.random.default_rng(seed)
     pitch = (size - 1 - 2 * margin) / max(side - 1, 1)
     return grid + rng.uniform(-0.3, 0.3, grid.shape) * pitch
+
+
+def demo_dataset(size: int = 392, N: int = 64, count: int = 1024, seed: int = 0) -> dict:
+    """A dataset in the NPZ contract, generated deterministically: the embedded default.
+
+    The object is :func:`demo_object`, the probe a soft disc with a quadratic phase
+    (:func:`ptycho.reconstruction.disc_probe`), the scan a jittered raster kept `N / 2`
+    pixels inside the object, and `diffraction` the far-field amplitudes computed with
+    the layer. `Y` holds the true object patches at the scan positions.
+    """
+    from ptycho import extract_patches
+    from ptycho.reconstruction import disc_probe, simulate_amplitudes
+
+    obj = demo_object(size)
+    probe = disc_probe(N)
+    scan = demo_scan(size, count, seed=seed, margin=N / 2)
+    return {
+        "objectGuess": obj,
+        "probeGuess": probe,
+        "xcoords": scan[:, 0].astype(np.float64),
+        "ycoords": scan[:, 1].astype(np.float64),
+        "diffraction": simulate_amplitudes(obj, probe, scan.astype(np.float32)).numpy(),
+        "Y": extract_patches(obj, scan.astype(np.float32), N).numpy()[..., 0],
+        "scan_index": np.arange(count, dtype=np.int64),
+    }

@@ -1,0 +1,222 @@
+"""The ptycho-patches command line, end to end."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from support import oracle_patches
+
+from ptycho import cli
+from ptycho.data import load_dataset, open_npz_arrays, save_npz
+from ptycho.demo import demo_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "scan.npz"
+    save_npz(path, **demo_dataset(size=96, N=16, count=100, seed=2))
+    return path
+
+
+def run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_extract_matches_the_oracle_at_the_member_positions(dataset, tmp_path, capsys):
+    out = tmp_path / "patches.npz"
+    status, stdout, _ = run(capsys, "extract", dataset, "-o", out, "--N", 16, "--gridsize", 2)
+    assert status == 0 and "wrote" in stdout
+    result = open_npz_arrays(out)
+    Y, nn = result["Y"], result["nn_indices"]
+    assert Y.shape == (100, 16, 16, 4) and Y.dtype == np.complex64
+    assert result["global_offsets"].shape == (100, 1, 2, 1)
+    assert result["local_offsets"].shape == (100, 1, 2, 4)
+    assert int(result["N"]) == 16 and int(result["gridsize"]) == 2
+    data = load_dataset(dataset)
+    scan = np.stack([data["xcoords"], data["ycoords"]], 1).astype(np.float32)
+    obj = data["objectGuess"]
+    for group in (0, 37, 99):
+        expected = oracle_patches(obj, scan[nn[group]], 16)  # (c, N, N)
+        error = np.abs(np.moveaxis(Y[group], -1, 0) - expected).max() / np.abs(obj).max()
+        assert error <= 1e-6
+
+
+def test_streaming_output_equals_one_chunk(dataset, tmp_path, capsys):
+    one, many = tmp_path / "one.npz", tmp_path / "many.npz"
+    common = [dataset, "--N", 16, "--gridsize", 2, "--groups", 250, "--seed", 4]
+    assert run(capsys, "extract", *common, "-o", one)[0] == 0
+    # A 1 MiB budget streams 250 groups of 8 KiB in chunks of 128.
+    assert run(capsys, "extract", *common, "-o", many, "--memory-budget-mb", 1)[0] == 0
+    first, second = open_npz_arrays(one), open_npz_arrays(many)
+    assert set(first) == set(second)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_preview_is_a_png(dataset, tmp_path, capsys):
+    preview = tmp_path / "preview.png"
+    argv = ["extract", dataset, "-o", tmp_path / "p.npz", "--N", 16, "--preview", preview]
+    assert run(capsys, *argv)[0] == 0
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(preview).ndim == 3
+
+
+def test_simulate_writes_a_dataset_in_the_contract(tmp_path, capsys):
+    out = tmp_path / "sim.npz"
+    status, stdout, _ = run(capsys, "simulate", "-o", out, "--size", 64, "--N", 16, "--count", 9)
+    assert status == 0 and "9 positions" in stdout
+    data = load_dataset(out, require=["objectGuess", "probeGuess", "xcoords", "diffraction"])
+    assert data["diffraction"].shape == (9, 16, 16)
+
+
+def test_default_dataset_runs_without_arguments(tmp_path, capsys):
+    status, stdout, _ = run(capsys, "extract", "-o", tmp_path / "demo.npz", "--no-progress")
+    assert status == 0 and "(1024, 64, 64, 1)" in stdout
+    assert open_npz_arrays(tmp_path / "demo.npz")["Y"].shape == (1024, 64, 64, 1)
+
+
+def _bad_files(tmp_path, dataset):
+    data = dict(load_dataset(dataset))
+    files = {}
+    files["random"] = tmp_path / "random.npz"
+    files["random"].write_bytes(np.random.default_rng(0).bytes(4096))
+    content = dataset.read_bytes()
+    files["truncated"] = tmp_path / "truncated.npz"
+    files["truncated"].write_bytes(content[: len(content) // 3])
+    files["no_x"] = tmp_path / "no_x.npz"
+    np.savez(files["no_x"], **{k: v for k, v in data.items() if k != "xcoords"})
+    files["nan"] = tmp_path / "nan.npz"
+    np.savez(files["nan"], **{**data, "ycoords": np.full_like(data["ycoords"], np.nan)})
+    return files
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "no such file"),
+        ("random", "not a readable NPZ"),
+        ("truncated", "npz"),
+        ("no_x", "missing key 'xcoords'"),
+        ("nan", "'ycoords' holds NaN"),
+        ("N0", "--N must be >= 1"),
+        ("unknown", "unrecognized arguments"),
+        ("exists", "already exists"),
+        ("no_dir", "no such directory"),
+        ("no_command", "required"),
+    ],
+)
+def test_errors_give_one_line_and_status_2_and_leave_nothing(
+    dataset, tmp_path, capsys, case, message
+):
+    files = _bad_files(tmp_path, dataset)
+    out = tmp_path / "out.npz"
+    argv = {
+        "missing": ["extract", tmp_path / "missing.npz", "-o", out],
+        "N0": ["extract", dataset, "-o", out, "--N", 0],
+        "unknown": ["extract", dataset, "-o", out, "--bogus"],
+        "exists": ["extract", dataset, "-o", dataset],
+        "no_dir": ["extract", dataset, "-o", tmp_path / "nowhere" / "out.npz"],
+        "no_command": [],
+    }.get(case, ["extract", files.get(case), "-o", out])
+    before = sorted(os.listdir(tmp_path))
+    digest = dataset.read_bytes()
+    status, _, err = run(capsys, *argv)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message.lower() in lines[0].lower(), err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == before  # nothing written, not even a temporary
+    assert dataset.read_bytes() == digest  # the input is untouched
+
+
+def test_read_only_output_directory(dataset, tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.access(locked, os.W_OK):  # root writes anywhere: refuse the file as the OS would
+        import errno
+
+        from ptycho import data
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", str(kwargs.get("dir")))
+
+        monkeypatch.setattr(data.tempfile, "mkstemp", refuse)
+    try:
+        status, _, err = run(capsys, "extract", dataset, "-o", locked / "out.npz", "--N", 16)
+        assert status == 2 and len(err.strip().splitlines()) == 1
+        assert "not writable" in err or "Permission denied" in err
+        assert os.listdir(locked) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_failing_write_gives_one_line_and_leaves_no_file(dataset, tmp_path, capsys, monkeypatch):
+    """A full disk, simulated: the writer raises OSError halfway through."""
+    import errno
+
+    from ptycho import cli as module
+
+    calls = []
+
+    def failing_stream(self, *args, **kwargs):
+        calls.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device", "out.npz")
+
+    monkeypatch.setattr(module._NpzWriter, "stream", failing_stream)
+    status, _, err = run(capsys, "extract", dataset, "-o", tmp_path / "out.npz", "--N", 16)
+    assert calls and status == 2
+    assert err.strip() == (
+        "ptycho-patches: error: out.npz: No space left on device; nothing was written"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_interrupted_extraction_leaves_no_file(dataset, tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    from ptycho.layers import PatchExtractionLayer
+
+    original = PatchExtractionLayer.__call__
+    monkeypatch.setattr(PatchExtractionLayer, "__call__", interrupt)
+    argv = ["extract", dataset, "-o", tmp_path / "out.npz", "--N", 16, "--memory-budget-mb", 1]
+    status, _, err = run(capsys, *argv, "--gridsize", 2, "--groups", 1000)
+    assert status == 130 and "interrupted" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_during_a_streamed_write_leaves_no_file(dataset, tmp_path):
+    """A real process, killed with SIGTERM while its temporary output grows."""
+    out = tmp_path / "out.npz"
+    argv = [sys.executable, "-m", "ptycho.cli", "extract", str(dataset), "-o", str(out)]
+    argv += ["--N", "64", "--gridsize", "2", "--groups", "200000", "--memory-budget-mb", "8"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.endswith(".partial") for p in tmp_path.iterdir()):
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "the extraction never started writing"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "terminated" in err
+    assert os.listdir(tmp_path) == []
