@@ -79,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--memory-budget-mb",
         type=_positive("memory-budget-mb"),
-        default=256,
-        help="patches held in memory at once; larger outputs stream to disk (256)",
+        default=64,
+        help="MiB of patches computed at a time; larger outputs stream to disk (64)",
     )
     extract.add_argument(
         "--progress",
