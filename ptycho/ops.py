@@ -156,11 +156,42 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
     obj = as_object(obj)
     grouped, channel = as_positions(positions, obj.dtype)
     obj_index = per_sample_index(obj, grouped)
+    if grouped.shape[0] is not None:
+        margin = _kernel.footprint((N, N), interpolation)
+        table = (obj.shape[1] + 2 * margin[0]) * (obj.shape[2] + 2 * margin[1]) * obj.shape[0]
+        patches = grouped.shape[0] * grouped.shape[1] * N * N
+        check_memory((patches + (table or 0)) * obj.dtype.size, "the patches")
     half = -(N // 2)
     win = windows(obj, grouped, obj_index, (N, N), (half, half), interpolation, "gather")
     if channel:
         return win[..., 0]  # (B, N, N, c)
     return win[:, :, :, 0, :]  # (P, N, N, 1)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give, or `None` where it cannot say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating anything, a request larger than the free memory."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise ValueError(
+            f"{what} would need {nbytes / 2**30:.1f} GiB, more than the "
+            f"{available / 2**30:.1f} GiB of memory available. Ask for less at a time: "
+            "`ptycho.patch_dataset` and `ptycho-patches extract` stream patches in batches."
+        )
 
 
 def per_sample_index(obj: tf.Tensor, grouped: tf.Tensor):
@@ -424,6 +455,7 @@ def reassemble_patches(
     # The layout of the windows kernels, `(G, N, N, c, 1)`.
     d_out = patches[..., None] if channel else patches[:, :, :, None, :]
     N = shape[1]
+    check_memory(3 * height * width * 2 * dtype.real_dtype.size, "the canvas")
     size, shift = (N, N), (-(N // 2), -(N // 2))
     grouped = tf.stop_gradient(grouped)
 
