@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptycho._memory import check_memory
+
 __all__ = ["Groups", "group_positions"]
 
 
@@ -63,8 +65,7 @@ def group_positions(
         neighbors: neighbourhood size `K` the members are drawn from.
         seed: random seed of the draw.
     """
-    x = np.asarray(xcoords, np.float64).reshape(-1)
-    y = np.asarray(ycoords, np.float64).reshape(-1)
+    x, y = _coordinates(xcoords, "xcoords"), _coordinates(ycoords, "ycoords")
     if x.shape != y.shape:
         raise ValueError(f"xcoords and ycoords differ in length: {x.size} and {y.size}")
     if x.size == 0:
@@ -77,6 +78,8 @@ def group_positions(
     if n_groups is not None and (not isinstance(n_groups, int | np.integer) or n_groups < 1):
         raise ValueError(f"n_groups must be a positive int, got {n_groups!r}")
     c = gridsize**2
+    if n_groups is not None:
+        check_memory(int(n_groups) * (c * 32 + 16), f"{n_groups} groups")
     points = np.stack([x, y], axis=1).astype(np.float32)
     if c == 1:
         count = x.size if n_groups is None else min(n_groups, x.size)
@@ -102,3 +105,12 @@ def group_positions(
     global_offsets = np.transpose(mean, (0, 2, 1))[:, None]  # (G, 1, 2, 1)
     local_offsets = np.transpose(local, (0, 2, 1))[:, None]  # (G, 1, 2, c)
     return Groups(global_offsets, local_offsets, indices.astype(np.int64))
+
+
+def _coordinates(values, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be real numbers, got dtype {values.dtype}")
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {values.shape}")
+    return values.astype(np.float64)

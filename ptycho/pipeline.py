@@ -54,8 +54,12 @@ def patch_dataset(
     interpolation = ops.check_interpolation(interpolation)
     obj = ops.as_object(obj)
     positions = ops.to_tensor(positions, "positions")
-    ops.as_positions(positions[:1], obj.dtype)  # validate the format early
+    ops.as_positions(positions, obj.dtype)  # validate shape, dtype and values early
     count = positions.shape[0]
+    if count == 0:
+        raise ValueError(
+            f"`positions` must not be empty. Received: positions.shape={positions.shape}"
+        )
     per_sample = obj.shape[0] != 1
     if per_sample and obj.shape[0] != count:
         raise ValueError(
@@ -68,7 +72,7 @@ def patch_dataset(
     if targets is not None:
         items["targets"] = tf.nest.map_structure(lambda t: ops.to_tensor(t, "targets"), targets)
         for leaf in tf.nest.flatten(items["targets"]):
-            if leaf.shape[0] != count:
+            if leaf.shape.rank == 0 or leaf.shape[0] != count:
                 raise ValueError(
                     "`targets` must have the same first dimension as `positions`. "
                     f"Received: {leaf.shape} and positions.shape={positions.shape}"

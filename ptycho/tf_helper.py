@@ -32,6 +32,10 @@ def pad(imgs, size: int) -> tf.Tensor:
     if size < 0:
         raise ValueError(f"`size` must be a non-negative int. Received: size={size!r}")
     size = int(size)
+    if imgs.shape.is_fully_defined():
+        batch, height, width, channels = imgs.shape
+        padded = batch * (height + 2 * size) * (width + 2 * size) * channels
+        ops.check_memory(padded * imgs.dtype.size, "the padded images")
     return tf.pad(imgs, [[0, 0], [size, size], [size, size], [0, 0]])
 
 
