@@ -159,24 +159,44 @@ def test_read_only_output_directory(dataset, tmp_path, capsys, monkeypatch):
         locked.chmod(0o755)
 
 
-def test_a_failing_write_gives_one_line_and_leaves_no_file(dataset, tmp_path, capsys, monkeypatch):
-    """A full disk, simulated: the writer raises OSError halfway through."""
+def test_a_full_disk_halfway_through_gives_one_line_and_leaves_no_file(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    """The disk fills up after 1 MiB of a streamed write: ENOSPC from the file itself."""
     import errno
+    import zipfile
 
-    from ptycho import cli as module
+    written = [0]
+    original_open = zipfile.ZipFile.open
 
-    calls = []
+    class FillingUp:
+        def __init__(self, member):
+            self.member = member
 
-    def failing_stream(self, *args, **kwargs):
-        calls.append(1)
-        raise OSError(errno.ENOSPC, "No space left on device", "out.npz")
+        def write(self, data):
+            written[0] += len(memoryview(data).cast("B"))
+            if written[0] > 2**20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.member.write(data)
 
-    monkeypatch.setattr(module._NpzWriter, "stream", failing_stream)
-    status, _, err = run(capsys, "extract", dataset, "-o", tmp_path / "out.npz", "--N", 16)
-    assert calls and status == 2
-    assert err.strip() == (
-        "ptycho-patches: error: out.npz: No space left on device; nothing was written"
-    )
+        def __getattr__(self, name):
+            return getattr(self.member, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.member.__exit__(*exc)
+
+    def open_filling(self, name, mode="r", **kwargs):
+        member = original_open(self, name, mode, **kwargs)
+        return FillingUp(member) if mode == "w" else member
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", open_filling)
+    argv = ["extract", dataset, "-o", tmp_path / "out.npz", "--N", 16, "--gridsize", 2]
+    status, _, err = run(capsys, *argv, "--groups", 1000, "--memory-budget-mb", 1)
+    assert written[0] > 2**20 and status == 2
+    assert err.strip() == "ptycho-patches: error: No space left on device; nothing was written"
     assert os.listdir(tmp_path) == []
 
 
