@@ -8,7 +8,17 @@ __all__ = ["available_memory", "check_memory"]
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the system can still give, or `None` where it cannot say."""
+    """Bytes of host memory this process can still get, or `None` where it cannot say.
+
+    The smaller of the system's available memory and what a cgroup (v2) memory limit, as
+    in a container, leaves. Accelerator memory is not counted.
+    """
+    figures = [_meminfo(), _cgroup_room()]
+    figures = [figure for figure in figures if figure is not None]
+    return min(figures) if figures else None
+
+
+def _meminfo() -> int | None:
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -19,6 +29,18 @@ def available_memory() -> int | None:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _cgroup_room(root: str = "/sys/fs/cgroup") -> int | None:
+    try:
+        with open(os.path.join(root, "memory.max")) as limit:
+            text = limit.read().strip()
+        if text == "max":
+            return None
+        with open(os.path.join(root, "memory.current")) as current:
+            return max(0, int(text) - int(current.read().strip()))
+    except (OSError, ValueError):
         return None
 
 

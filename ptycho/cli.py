@@ -12,15 +12,16 @@ place only when complete, so an interrupted run leaves nothing at the target.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
+import shutil
 import signal
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+__all__ = ["main"]
 
 PROG = "ptycho-patches"
 EXIT_USAGE = 2
@@ -65,10 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--N", type=_positive("N"), default=64, help="patch size (64)")
     extract.add_argument("--gridsize", type=_positive("gridsize"), default=1, help="(1)")
     extract.add_argument(
-        "--neighbors", type=_positive("neighbors"), default=4, help="K nearest neighbours (4)"
+        "--neighbors",
+        type=_positive("neighbors"),
+        default=4,
+        help="members are drawn among this many nearest neighbours, at least gridsize**2 (4)",
     )
     extract.add_argument(
-        "--groups", type=_positive("groups"), help="number of groups (one per position)"
+        "--groups",
+        type=_positive("groups"),
+        help="number of groups (default: one per position; with gridsize 1, at most that)",
     )
     extract.add_argument("--seed", type=int, default=0, help="grouping seed (0)")
     extract.add_argument(
@@ -129,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:  # a full disk, a vanished directory, permissions
-        print(f"{PROG}: error: {_describe(err)}; nothing was written", file=sys.stderr)
+        print(f"{PROG}: error: {_describe(err)}; no partial file was left", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
+        print(f"{PROG}: interrupted; no partial file was left", file=sys.stderr)
         return 128 + signal.SIGINT
     except _Terminated:
-        print(f"{PROG}: terminated; nothing was written", file=sys.stderr)
+        print(f"{PROG}: terminated; no partial file was left", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -188,7 +194,15 @@ def extract(args) -> int:
     output = _check_output(args.output, args.force, [args.dataset])
     preview = None
     if args.preview:
-        preview = _check_output(args.preview, args.force, [args.dataset, args.output])
+        preview = _check_output(args.preview, args.force, [args.dataset])
+        if preview.resolve() == output.resolve():
+            raise UsageError(f"{preview}: the preview and the output must be different files")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--preview needs matplotlib: pip install 'ptycho[bench]' (or matplotlib)"
+            ) from None
     data = _load(args.dataset)
 
     from ptycho import grouping
@@ -216,16 +230,31 @@ def extract(args) -> int:
     progress = _progress(count, args.progress)
 
     start = time.perf_counter()
-    from ptycho.data import atomic_path
-    from ptycho.layers import PatchExtractionLayer
+    import tensorflow as tf
 
-    layer = PatchExtractionLayer(N, args.interpolation)
+    from ptycho import ops
+    from ptycho.data import NpzWriter, atomic_path
+
+    margin = 2 * (N + 33)  # the widest footprint, Fourier's, on both sides
+    table = (obj.shape[0] + margin) * (obj.shape[1] + margin) * np.dtype(obj.dtype).itemsize
+    try:
+        ops.check_memory(min(step, count) * group_bytes + table, f"patches of {N} x {N}")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    free = shutil.disk_usage(output.parent).free
+    if count * group_bytes > free:
+        raise UsageError(
+            f"{output}: the patches need {count * group_bytes / 2**30:.1f} GiB of disk, "
+            f"{free / 2**30:.1f} GiB are free there"
+        )
+    obj = tf.constant(obj)  # converted once, not per chunk
+    positions = groups.positions
     with atomic_path(output, args.force) as temporary:
-        with _NpzWriter(temporary) as writer:
-            with writer.stream("Y", shape, obj.dtype) as write:
+        with NpzWriter(temporary) as writer:
+            with writer.stream("Y", shape, obj.dtype.as_numpy_dtype) as write:
                 for first in range(0, count, step):
-                    chunk = groups.positions[first : first + step]
-                    write(layer(obj, chunk).numpy())
+                    chunk = positions[first : first + step]
+                    write(ops.extract_patches(obj, chunk, N, args.interpolation).numpy())
                     if progress:
                         progress.update(min(first + step, count))
             writer.add("global_offsets", groups.global_offsets)
@@ -235,15 +264,12 @@ def extract(args) -> int:
                 writer.add(key, np.array(value))
     elapsed = time.perf_counter() - start
     size = output.stat().st_size
-    print(
-        f"wrote {output}: Y {shape} {np.dtype(obj.dtype).name} ({size / 2**20:.1f} MiB) "
-        f"in {elapsed:.2f} s"
-    )
+    print(f"wrote {output}: Y {shape} {obj.dtype.name} ({size / 2**20:.1f} MiB) in {elapsed:.2f} s")
     if preview is not None:
         from ptycho.preview import write_preview
 
         with atomic_path(preview, args.force) as temporary:
-            write_preview(temporary, obj, groups, output, N)
+            write_preview(temporary, obj.numpy(), groups, output, N)
         print(f"wrote {preview}")
     return 0
 
@@ -256,7 +282,7 @@ def simulate(args) -> int:
     if args.N > args.size:
         raise UsageError(f"--N {args.N} is larger than the object (--size {args.size})")
     data = demo_dataset(args.size, args.N, args.count, args.seed)
-    save_npz(output, force=args.force, **data)
+    save_npz(output, data, force=args.force)
     print(f"wrote {output}: {args.count} positions, object {args.size}x{args.size}, N={args.N}")
     return 0
 
@@ -278,47 +304,6 @@ class _Progress:
         bar = "#" * filled + "." * (self.width - filled)
         end = "\n" if done >= self.total else ""
         print(f"\r[{bar}] {done}/{self.total} groups, {elapsed:.1f} s", end=end, file=sys.stderr)
-
-
-class _NpzWriter:
-    """An uncompressed NPZ file written member by member, large members in chunks."""
-
-    def __init__(self, path):
-        self._zip = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._zip.close()
-
-    def add(self, key: str, array) -> None:
-        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-
-    @contextlib.contextmanager
-    def stream(self, key: str, shape, dtype):
-        """Write an array of `shape` chunk by chunk along its first axis."""
-        dtype = np.dtype(dtype)
-        header = {
-            "descr": np.lib.format.dtype_to_descr(dtype),
-            "fortran_order": False,
-            "shape": tuple(shape),
-        }
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        written = 0
-        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_2_0(member, header)
-
-            def write(chunk):
-                nonlocal written
-                chunk = np.ascontiguousarray(chunk, dtype)
-                member.write(memoryview(chunk).cast("B"))
-                written += chunk.nbytes
-
-            yield write
-        if written != expected:
-            raise RuntimeError(f"{key}: wrote {written} bytes, expected {expected}")
 
 
 if __name__ == "__main__":

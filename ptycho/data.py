@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "atomic_path", "load_dataset", "open_npz_arrays", "save_npz"]
+__all__ = ["DataError", "NpzWriter", "atomic_path", "load_dataset", "open_npz_arrays", "save_npz"]
 
 KEYS = ("objectGuess", "probeGuess", "xcoords", "ycoords", "diffraction", "Y", "scan_index")
 OLD_NAMES = {"diff3d": "diffraction"}
@@ -176,21 +176,77 @@ def atomic_path(target, force: bool = False) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
-    umask = os.umask(0)
-    os.umask(umask)
-    temporary.chmod(0o666 & ~umask)  # the permissions of a plainly created file
+    temporary.chmod(0o666 & ~_umask())  # the permissions of a plainly created file
     try:
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, target)
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            directory = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
 
 
-def save_npz(path, force: bool = False, **arrays) -> None:
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def save_npz(path, arrays: dict, force: bool = False) -> None:
     """Write arrays to an uncompressed NPZ file atomically (readable memory-mapped)."""
-    with atomic_path(path, force) as temporary:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
+    with atomic_path(path, force) as temporary, NpzWriter(temporary) as writer:
+        for key, value in arrays.items():
+            writer.add(key, value)
+
+
+class NpzWriter:
+    """An uncompressed NPZ file written member by member, large members in chunks."""
+
+    def __init__(self, path):
+        self._zip = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._zip.close()
+
+    def add(self, key: str, array) -> None:
+        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+    @contextlib.contextmanager
+    def stream(self, key: str, shape, dtype):
+        """Write an array of `shape` chunk by chunk along its first axis."""
+        dtype = np.dtype(dtype)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(dtype),
+            "fortran_order": False,
+            "shape": tuple(shape),
+        }
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        written = 0
+        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_2_0(member, header)
+
+            def write(chunk):
+                nonlocal written
+                chunk = np.ascontiguousarray(chunk, dtype)
+                member.write(memoryview(chunk).cast("B"))
+                written += chunk.nbytes
+
+            yield write
+        if written != expected:
+            raise RuntimeError(f"{key}: wrote {written} bytes, expected {expected}")

@@ -75,9 +75,11 @@ def group_positions(
     for name, value in (("gridsize", gridsize), ("neighbors", neighbors)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if n_groups is not None and (not isinstance(n_groups, int | np.integer) or n_groups < 1):
+    if n_groups is not None and (
+        isinstance(n_groups, bool) or not isinstance(n_groups, int | np.integer) or n_groups < 1
+    ):
         raise ValueError(f"n_groups must be a positive int, got {n_groups!r}")
-    c = gridsize**2
+    c = int(gridsize) ** 2  # a Python int: numpy integers would overflow
     if n_groups is not None:
         check_memory(int(n_groups) * (c * 32 + 16), f"{n_groups} groups")
     points = np.stack([x, y], axis=1).astype(np.float32)

@@ -159,9 +159,10 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
     obj_index = per_sample_index(obj, grouped)
     if grouped.shape[0] is not None:
         margin = _kernel.footprint((N, N), interpolation)
-        table = (obj.shape[1] + 2 * margin[0]) * (obj.shape[2] + 2 * margin[1]) * obj.shape[0]
+        table = (obj.shape[1] + 2 * margin[0]) * (obj.shape[2] + 2 * margin[1])
+        table *= obj.shape[0] or 1  # the object count may be known only at run time
         patches = grouped.shape[0] * grouped.shape[1] * N * N
-        check_memory((patches + (table or 0)) * obj.dtype.size, "the patches")
+        check_memory((patches + table) * obj.dtype.size, "the patches")
     half = -(N // 2)
     win = windows(obj, grouped, obj_index, (N, N), (half, half), interpolation, "gather")
     if channel:
@@ -392,8 +393,9 @@ def reassemble_patches(
             with flat positions `(P, 2)`. Complex or real.
         positions: `[x, y]` of every patch, in object pixels, as for extraction.
         object_shape: `(height, width)` of the canvas.
-        normalize: divide by the summed interpolation weights. Pixels whose summed weight
-            is below `min_weight` (barely or not covered) are set to zero.
+        normalize: divide by the summed interpolation weights (bilinear ones for
+            `"fourier"`). Pixels whose summed weight is below `min_weight` (barely or not
+            covered) are set to zero.
         interpolation: `"bilinear"`, `"nearest"` or `"fourier"`, as used for extraction.
         min_weight: see `normalize`.
 
@@ -402,7 +404,7 @@ def reassemble_patches(
         respect to the patches.
     """
     interpolation = check_interpolation(interpolation)
-    height, width = _check_object_shape(object_shape)
+    height, width = check_object_shape(object_shape)
     patches = to_tensor(patches, "patches")
     if patches.dtype not in OBJECT_DTYPES:
         raise TypeError(
@@ -447,15 +449,18 @@ def reassemble_patches(
 
     canvas = overlap_add(d_out)
     if normalize:
+        # Fourier's adjoint rings over the whole margin, so its coverage and weights would
+        # reach pixels no patch read: the weights are the bilinear ones.
+        spread = "bilinear" if interpolation == "fourier" else interpolation
         ones = tf.ones(tf.shape(d_out), d_out.dtype.real_dtype)
-        weight = _overlap_add(ones, grouped, (height, width), size, shift, interpolation)
+        weight = _overlap_add(ones, grouped, (height, width), size, shift, spread)
         covered = weight >= min_weight
         safe = tf.where(covered, weight, tf.ones_like(weight))
         canvas = tf.where(covered, canvas / tf.cast(safe, canvas.dtype), tf.zeros_like(canvas))
     return tf.cast(canvas, dtype)
 
 
-def _check_object_shape(object_shape) -> tuple[int, int]:
+def check_object_shape(object_shape) -> tuple[int, int]:
     try:
         height, width = object_shape
     except (TypeError, ValueError):

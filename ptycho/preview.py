@@ -30,29 +30,31 @@ def write_preview(path, obj, groups, patches_file, N: int, count: int = 8) -> No
     picks = np.linspace(0, len(Y) - 1, min(count, len(Y))).astype(int)
     positions = groups.positions[:, 0]  # (G, 2, c)
     fig = plt.figure(figsize=(2 * max(len(picks), 4), 9), layout="constrained")
-    grid = fig.add_gridspec(3, max(len(picks), 4), height_ratios=[3, 1, 1])
-    for column, (title, image, cmap) in enumerate(
-        [("object amplitude", np.abs(obj), "gray"), ("object phase", np.angle(obj), "twilight")]
-    ):
-        span = max(len(picks), 4) // 2
-        ax = fig.add_subplot(grid[0, column * span : (column + 1) * span])
-        ax.imshow(image, cmap=cmap)
-        ax.plot(positions[:, 0].ravel(), positions[:, 1].ravel(), ".", color="tab:red", ms=2)
-        for index, group in enumerate(picks[:4]):
-            color = f"C{index}"
-            for x, y in positions[group].T:
-                corner = (x - N // 2 - 0.5, y - N // 2 - 0.5)
-                ax.add_patch(Rectangle(corner, N, N, fill=False, edgecolor=color, lw=1.2))
-        ax.set_title(f"{title}, scan and {min(4, len(picks))} group footprints")
-        ax.axis("off")
-    for column, group in enumerate(picks):
-        patch = np.asarray(Y[group, :, :, 0])
-        for row, (image, cmap) in enumerate(
-            [(np.abs(patch), "gray"), (np.angle(patch), "twilight")], start=1
+    try:
+        grid = fig.add_gridspec(3, max(len(picks), 4), height_ratios=[3, 1, 1])
+        for column, (title, image, cmap) in enumerate(
+            [("object amplitude", np.abs(obj), "gray"), ("object phase", np.angle(obj), "twilight")]
         ):
-            ax = fig.add_subplot(grid[row, column])
+            span = max(len(picks), 4) // 2
+            ax = fig.add_subplot(grid[0, column * span : (column + 1) * span])
             ax.imshow(image, cmap=cmap)
-            ax.set_title(f"group {group} {'amplitude' if row == 1 else 'phase'}", fontsize=8)
+            ax.plot(positions[:, 0].ravel(), positions[:, 1].ravel(), ".", color="tab:red", ms=2)
+            for index, group in enumerate(picks[:4]):
+                color = f"C{index}"
+                for x, y in positions[group].T:
+                    corner = (x - N // 2 - 0.5, y - N // 2 - 0.5)
+                    ax.add_patch(Rectangle(corner, N, N, fill=False, edgecolor=color, lw=1.2))
+            ax.set_title(f"{title}, scan and {min(4, len(picks))} group footprints")
             ax.axis("off")
-    fig.savefig(path, format="png", dpi=80)
-    plt.close(fig)
+        for column, group in enumerate(picks):
+            patch = np.asarray(Y[group, :, :, 0])
+            for row, (image, cmap) in enumerate(
+                [(np.abs(patch), "gray"), (np.angle(patch), "twilight")], start=1
+            ):
+                ax = fig.add_subplot(grid[row, column])
+                ax.imshow(image, cmap=cmap)
+                ax.set_title(f"group {group} {'amplitude' if row == 1 else 'phase'}", fontsize=8)
+                ax.axis("off")
+        fig.savefig(path, format="png", dpi=80)
+    finally:
+        plt.close(fig)

@@ -42,8 +42,8 @@ def disc_probe(N: int, radius: float | None = None, dtype=np.complex64) -> np.nd
 def _amplitudes(patches, probe):
     """`(P, N, N, 1)` patches -> `(P, N, N)` far-field amplitudes (orthonormal FFT)."""
     exit_wave = patches[..., 0] * probe
-    size = tf.cast(tf.shape(probe)[0], tf.float32)
-    return tf.abs(tf.signal.fft2d(exit_wave)) / tf.cast(size, exit_wave.dtype.real_dtype)
+    size = tf.cast(tf.shape(probe)[0], exit_wave.dtype.real_dtype)
+    return tf.abs(tf.signal.fft2d(exit_wave)) / size
 
 
 def simulate_amplitudes(obj, probe, positions, interpolation: str = "bilinear") -> tf.Tensor:

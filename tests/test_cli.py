@@ -18,7 +18,7 @@ from ptycho.demo import demo_dataset
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "scan.npz"
-    save_npz(path, **demo_dataset(size=96, N=16, count=100, seed=2))
+    save_npz(path, demo_dataset(size=96, N=16, count=100, seed=2))
     return path
 
 
@@ -103,7 +103,7 @@ def _bad_files(tmp_path, dataset):
     [
         ("missing", "no such file"),
         ("random", "not a readable NPZ"),
-        ("truncated", "npz"),
+        ("truncated", "truncated.npz: "),
         ("no_x", "missing key 'xcoords'"),
         ("nan", "'ycoords' holds NaN"),
         ("N0", "--N must be >= 1"),
@@ -196,23 +196,23 @@ def test_a_full_disk_halfway_through_gives_one_line_and_leaves_no_file(
     argv = ["extract", dataset, "-o", tmp_path / "out.npz", "--N", 16, "--gridsize", 2]
     status, _, err = run(capsys, *argv, "--groups", 1000, "--memory-budget-mb", 1)
     assert written[0] > 2**20 and status == 2
-    assert err.strip() == "ptycho-patches: error: No space left on device; nothing was written"
+    assert err.strip() == "ptycho-patches: error: No space left on device; no partial file was left"
     assert os.listdir(tmp_path) == []
 
 
 def test_an_interrupted_extraction_leaves_no_file(dataset, tmp_path, capsys, monkeypatch):
-    calls = []
+    from ptycho import ops
 
-    def interrupt(self, *args, **kwargs):
+    calls = []
+    original = ops.extract_patches
+
+    def interrupt(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
+        return original(*args, **kwargs)
 
-    from ptycho.layers import PatchExtractionLayer
-
-    original = PatchExtractionLayer.__call__
-    monkeypatch.setattr(PatchExtractionLayer, "__call__", interrupt)
+    monkeypatch.setattr(ops, "extract_patches", interrupt)
     argv = ["extract", dataset, "-o", tmp_path / "out.npz", "--N", 16, "--memory-budget-mb", 1]
     status, _, err = run(capsys, *argv, "--gridsize", 2, "--groups", 1000)
     assert status == 130 and "interrupted" in err
@@ -239,4 +239,42 @@ def test_sigterm_during_a_streamed_write_leaves_no_file(dataset, tmp_path):
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM
     assert "terminated" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_preview_at_the_output_path_is_refused_before_any_work(dataset, tmp_path, capsys):
+    same = tmp_path / "same.npz"
+    for extra in ([], ["--force"]):
+        status, _, err = run(capsys, "extract", dataset, "-o", same, "--preview", same, *extra)
+        assert status == 2 and "must be different files" in err
+        assert os.listdir(tmp_path) == []
+
+
+def test_a_preview_without_matplotlib_is_refused_before_any_work(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    argv = ["extract", dataset, "-o", tmp_path / "o.npz", "--preview", tmp_path / "p.png"]
+    status, _, err = run(capsys, *argv)
+    assert status == 2 and "--preview needs matplotlib" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_request_larger_than_memory_is_one_line(dataset, tmp_path, capsys):
+    status, _, err = run(capsys, "extract", dataset, "-o", tmp_path / "o.npz", "--N", 200_000)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "GiB of memory available" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_output_larger_than_the_free_disk_is_refused_first(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    status, _, err = run(capsys, "extract", dataset, "-o", tmp_path / "o.npz", "--N", 16)
+    assert status == 2 and "GiB of disk" in err
     assert os.listdir(tmp_path) == []

@@ -22,7 +22,7 @@ def small_dataset(rng, n=12, N=8):
 
 def test_round_trip_of_the_contract(rng, tmp_path):
     data = small_dataset(rng)
-    save_npz(tmp_path / "data.npz", **data)
+    save_npz(tmp_path / "data.npz", data)
     loaded = load_dataset(tmp_path / "data.npz")
     assert set(loaded) == set(data)
     for key, value in data.items():
@@ -32,7 +32,7 @@ def test_round_trip_of_the_contract(rng, tmp_path):
 
 def test_uncompressed_arrays_are_memory_mapped(rng, tmp_path):
     data = small_dataset(rng)
-    save_npz(tmp_path / "data.npz", **data)
+    save_npz(tmp_path / "data.npz", data)
     arrays = open_npz_arrays(tmp_path / "data.npz")
     assert isinstance(arrays["diffraction"], np.memmap)
     np.testing.assert_array_equal(arrays["diffraction"], data["diffraction"])
@@ -51,7 +51,7 @@ def test_dtypes_are_converted_to_the_contract(rng, tmp_path):
     data = small_dataset(rng)
     data["objectGuess"] = data["objectGuess"].astype(np.complex128)
     data["xcoords"] = data["xcoords"].astype(np.float32)
-    save_npz(tmp_path / "data.npz", **data)
+    save_npz(tmp_path / "data.npz", data)
     loaded = load_dataset(tmp_path / "data.npz")
     assert loaded["objectGuess"].dtype == np.complex64
     assert loaded["xcoords"].dtype == np.float64
@@ -84,7 +84,7 @@ def test_unreadable_files_are_refused(rng, tmp_path):
     (tmp_path / "random.npz").write_bytes(rng.bytes(1000))
     with pytest.raises(DataError, match="not a readable NPZ"):
         load_dataset(tmp_path / "random.npz")
-    save_npz(tmp_path / "good.npz", **small_dataset(rng))
+    save_npz(tmp_path / "good.npz", small_dataset(rng))
     content = (tmp_path / "good.npz").read_bytes()
     (tmp_path / "truncated.npz").write_bytes(content[: len(content) // 2])
     with pytest.raises(DataError):
@@ -118,3 +118,19 @@ def test_atomic_path_leaves_nothing_on_failure_and_never_overwrites(tmp_path):
     with atomic_path(target, force=True) as temporary:
         temporary.write_bytes(b"new")
     assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_any_key_name_can_be_saved(tmp_path):
+    """Was: a key named `file` collided with `numpy.savez`'s own argument."""
+    save_npz(tmp_path / "odd.npz", {"file": np.arange(3), "force": np.ones(2)})
+    arrays = open_npz_arrays(tmp_path / "odd.npz")
+    np.testing.assert_array_equal(arrays["file"], np.arange(3))
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    save_npz(tmp_path / "a.npz", {"x": np.ones(2)})
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o666 & ~umask

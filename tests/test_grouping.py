@@ -72,6 +72,17 @@ def test_bad_arguments(kwargs, message):
         group_positions(x, x, **kwargs)
 
 
+def test_numpy_integer_gridsize_and_bool_counts():
+    """Was: np.int64(2**32) squared overflowed into 3 members per group, silently."""
+    x = np.arange(20.0)
+    groups = group_positions(x, x, np.int64(2), n_groups=5)
+    assert groups.local_offsets.shape == (5, 1, 2, 4)
+    with pytest.raises(ValueError, match="needs at least"):
+        group_positions(x, x, np.int64(2**32))
+    with pytest.raises(ValueError, match="n_groups"):
+        group_positions(x, x, 2, n_groups=True)
+
+
 def test_non_finite_positions_are_refused():
     with pytest.raises(ValueError, match="NaN"):
         group_positions([1.0, np.nan], [2.0, 3.0])

@@ -57,3 +57,13 @@ def test_requests_larger_than_memory_are_refused_before_allocating():
         extract_patches(obj, np.zeros((1, 2), np.float32), 10**6)
     with pytest.raises(ValueError, match="GiB of memory available"):
         reassemble_patches(np.zeros((1, 2, 2, 1)), np.zeros((1, 2)), (10**6, 10**6))
+
+
+def test_a_container_memory_limit_caps_the_available_memory(tmp_path):
+    from ptycho import _memory
+
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text("268435456\n")
+    assert _memory._cgroup_room(str(tmp_path)) == 768 * 2**20
+    (tmp_path / "memory.max").write_text("max\n")
+    assert _memory._cgroup_room(str(tmp_path)) is None

@@ -376,3 +376,17 @@ def test_adjoint_identity_in_complex128(rng):
     lhs = np.vdot(y.numpy(), ax.numpy())
     rhs = np.vdot(ahy.numpy(), x.numpy())
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+def test_unknown_object_batch_with_a_known_position_count(rng):
+    """Was: a TypeError in the memory check, multiplying by the unknown batch size."""
+    obj = random_object(rng, (1, 16, 16, 1))
+    positions = rng.uniform(0, 16, (3, 2)).astype(np.float32)
+    run = tf.function(
+        lambda o, p: extract_patches(o, p, 4),
+        input_signature=[
+            tf.TensorSpec([None, 16, 16, 1], tf.complex64),
+            tf.TensorSpec([3, 2], tf.float32),
+        ],
+    )
+    np.testing.assert_array_equal(run(obj, positions).numpy(), extract_patches(obj, positions, 4))

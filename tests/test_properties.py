@@ -76,7 +76,8 @@ def test_eager_and_xla_agree(case):
     eager = layer(obj, positions).numpy()
     compiled = tf.function(layer, jit_compile=True)(tf.constant(obj), tf.constant(positions))
     scale = max(np.abs(obj).max(), 1e-300)
-    np.testing.assert_allclose(eager, compiled.numpy(), rtol=0, atol=1e-6 * scale)
+    tolerance = TOLERANCE[obj.dtype.type] * scale
+    np.testing.assert_allclose(eager, compiled.numpy(), rtol=0, atol=tolerance)
 
 
 @given(cases(max_n=48, max_side=120, max_count=100, dtypes=[np.complex128]))

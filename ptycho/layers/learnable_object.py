@@ -41,6 +41,12 @@ class LearnableObject(keras.layers.Layer):
     Call arguments:
         positions: `(B, 1, 2, c)` or `(P, 2)` scan positions `[x, y]`, as for
             :class:`PatchExtractionLayer`.
+
+    Input shape:
+        `(batch, 1, 2, c)` or `(P, 2)`.
+
+    Output shape:
+        `(batch, N, N, c)` or `(P, N, N, 1)`, complex64 (complex128 with float64 weights).
     """
 
     def __init__(
@@ -49,7 +55,7 @@ class LearnableObject(keras.layers.Layer):
         dtype = kwargs.pop("dtype", None)
         precision = "float64" if _is_float64(dtype) else "float32"
         super().__init__(dtype=precision, autocast=False, **kwargs)
-        height, width = ops._check_object_shape(object_shape)
+        height, width = ops.check_object_shape(object_shape)
         self.object_shape = (height, width)
         self.extract = PatchExtractionLayer(N, interpolation, dtype=precision)
         start = np.ones(self.object_shape, np.complex128) if initial is None else initial

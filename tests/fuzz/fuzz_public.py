@@ -240,7 +240,7 @@ def _targets():
                 np.savez(dataset, **arrays)
             argv = ["extract", str(dataset), "-o", str(folder / "out.npz")]
             extra = {
-                "--N": str(rng.choice(["2", "0", "-1", "x", "3"])),
+                "--N": str(rng.choice(["2", "0", "-1", "x", "3", "200000"])),
                 "--gridsize": str(rng.choice(["1", "2", "0", "9"])),
                 "--groups": str(rng.choice(["5", "0", "100"])),
                 "--neighbors": str(rng.choice(["4", "1"])),
@@ -297,7 +297,6 @@ def run(cases: int = 10_000, seed: int = 0) -> dict:
     tf.get_logger().setLevel(logging.ERROR)
     targets = _targets()
     names = sorted(targets)
-    rng = np.random.default_rng(seed)
     outcomes: dict = collections.defaultdict(collections.Counter)
     failures = []
     for case in range(cases):
@@ -316,17 +315,12 @@ def run(cases: int = 10_000, seed: int = 0) -> dict:
                 failures.append((name, case, "empty error message", ""))
                 outcomes[name]["failure"] += 1
             else:
-                outcomes[name][
-                    type(err).__name__
-                    if type(err) in (ValueError, TypeError)
-                    else f"{type(err).__name__}"
-                ] += 1
+                outcomes[name][type(err).__name__] += 1
         except Exception as err:  # anything else is a failure
             outcomes[name]["failure"] += 1
             failures.append(
                 (name, case, f"{type(err).__name__}: {err}"[:300], traceback.format_exc()[-1500:])
             )
-    del rng
     return {
         "cases": cases,
         "seed": seed,
