@@ -12,6 +12,7 @@ place only when complete, so an interrupted run leaves nothing at the target.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -51,6 +52,9 @@ def _positive(name):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Object patches from ptychography dataset files.")
+    from ptycho import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     extract = commands.add_parser(
@@ -64,7 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("dataset", nargs="?", help="NPZ file in the PtychoPINN contract")
     extract.add_argument("-o", "--output", required=True, help="output NPZ file")
     extract.add_argument("--N", type=_positive("N"), default=64, help="patch size (64)")
-    extract.add_argument("--gridsize", type=_positive("gridsize"), default=1, help="(1)")
+    extract.add_argument(
+        "--gridsize",
+        type=_positive("gridsize"),
+        default=1,
+        help="group side: gridsize**2 neighbouring positions per group (1)",
+    )
     extract.add_argument(
         "--neighbors",
         type=_positive("neighbors"),
@@ -78,7 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     extract.add_argument("--seed", type=int, default=0, help="grouping seed (0)")
     extract.add_argument(
-        "--interpolation", choices=("bilinear", "nearest", "fourier"), default="bilinear"
+        "--interpolation",
+        choices=("bilinear", "nearest", "fourier"),
+        default="bilinear",
+        help="sub-pixel interpolation (bilinear)",
     )
     extract.add_argument("--preview", help="also write a PNG preview here")
     extract.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -102,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
         "far-field diffraction amplitudes computed with the layer) in the NPZ contract.",
     )
     simulate.add_argument("-o", "--output", required=True, help="output NPZ file")
-    simulate.add_argument("--size", type=_positive("size"), default=392, help="object side")
+    simulate.add_argument(
+        "--size", type=_positive("size"), default=392, help="object side in pixels (392)"
+    )
     simulate.add_argument("--N", type=_positive("N"), default=64, help="probe size (64)")
     simulate.add_argument(
         "--count", type=_positive("count"), default=1024, help="scan positions (1024)"
@@ -128,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
-        if args.command == "extract":
-            return extract(args)
-        return simulate(args)
+        with _native_logs_hidden():
+            return _run(args)
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -145,6 +158,45 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
+    if args.command == "extract":
+        return extract(args)
+    return simulate(args)
+
+
+@contextlib.contextmanager
+def _native_logs_hidden():
+    """Send TensorFlow's native log lines (CUDA probing, XLA notices) to /dev/null.
+
+    They are written straight to file descriptor 2, so Python cannot filter them. The
+    command's own messages go to the original stderr through `sys.stderr`. Set
+    `PTYCHO_TF_LOGS=1` to see TensorFlow's lines; nothing changes when stderr is not the
+    process's own (for example under pytest's capture).
+    """
+    try:
+        own = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        own = False
+    if not own or os.environ.get("PTYCHO_TF_LOGS"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    original = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = original
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _describe(err: OSError) -> str:
@@ -200,9 +252,7 @@ def extract(args) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise UsageError(
-                "--preview needs matplotlib: pip install 'ptycho[bench]' (or matplotlib)"
-            ) from None
+            raise UsageError("--preview needs matplotlib: pip install matplotlib") from None
     data = _load(args.dataset)
 
     from ptycho import grouping
@@ -219,7 +269,7 @@ def extract(args) -> int:
         "dataset": str(args.dataset) if args.dataset else "built-in demonstration dataset",
         "N": N,
         "gridsize": args.gridsize,
-        "neighbors": args.neighbors,
+        "neighbors": max(args.neighbors, args.gridsize**2),  # the number used
         "groups": count,
         "seed": args.seed,
         "interpolation": args.interpolation,

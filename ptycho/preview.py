@@ -21,9 +21,7 @@ def write_preview(path, obj, groups, patches_file, N: int, count: int = 8) -> No
         import matplotlib.pyplot as plt
         from matplotlib.patches import Rectangle
     except ImportError as err:  # matplotlib is an optional dependency
-        raise ImportError(
-            "--preview needs matplotlib: pip install 'ptycho[bench]' (or matplotlib)"
-        ) from err
+        raise ImportError("--preview needs matplotlib: pip install matplotlib") from err
     from ptycho.data import open_npz_arrays
 
     Y = open_npz_arrays(patches_file)["Y"]  # memory-mapped: only the shown patches are read

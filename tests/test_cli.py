@@ -278,3 +278,10 @@ def test_an_output_larger_than_the_free_disk_is_refused_first(
     status, _, err = run(capsys, "extract", dataset, "-o", tmp_path / "o.npz", "--N", 16)
     assert status == 2 and "GiB of disk" in err
     assert os.listdir(tmp_path) == []
+
+
+def test_neighbors_below_the_group_size_are_stored_as_used(dataset, tmp_path, capsys):
+    out = tmp_path / "o.npz"
+    argv = ["extract", dataset, "-o", out, "--N", 16, "--gridsize", 2, "--neighbors", 3]
+    assert run(capsys, *argv)[0] == 0
+    assert int(open_npz_arrays(out)["neighbors"]) == 4
