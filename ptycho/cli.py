@@ -285,10 +285,9 @@ def extract(args) -> int:
     from ptycho import ops
     from ptycho.data import NpzWriter, atomic_path
 
-    margin = 2 * (N + 33)  # the widest footprint, Fourier's, on both sides
-    table = (obj.shape[0] + margin) * (obj.shape[1] + margin) * np.dtype(obj.dtype).itemsize
+    chunk = ops.request_bytes(obj.shape, 1, min(step, count) * c, N, args.interpolation)
     try:
-        ops.check_memory(min(step, count) * group_bytes + table, f"patches of {N} x {N}")
+        ops.check_memory(chunk * np.dtype(obj.dtype).itemsize, f"patches of {N} x {N}")
     except ValueError as err:
         raise UsageError(str(err)) from None
     free = shutil.disk_usage(output.parent).free

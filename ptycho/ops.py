@@ -158,16 +158,25 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
     grouped, channel = as_positions(positions, obj.dtype)
     obj_index = per_sample_index(obj, grouped)
     if grouped.shape[0] is not None:
-        margin = _kernel.footprint((N, N), interpolation)
-        table = (obj.shape[1] + 2 * margin[0]) * (obj.shape[2] + 2 * margin[1])
-        table *= obj.shape[0] or 1  # the object count may be known only at run time
-        patches = grouped.shape[0] * grouped.shape[1] * N * N
-        check_memory((patches + table) * obj.dtype.size, "the patches")
+        patches = grouped.shape[0] * grouped.shape[1]
+        nbytes = request_bytes(obj.shape[1:3], obj.shape[0] or 1, patches, N, interpolation)
+        check_memory(nbytes * obj.dtype.size, "the patches")
     half = -(N // 2)
     win = windows(obj, grouped, obj_index, (N, N), (half, half), interpolation, "gather")
     if channel:
         return win[..., 0]  # (B, N, N, c)
     return win[:, :, :, 0, :]  # (P, N, N, 1)
+
+
+def request_bytes(object_shape, objects: int, patches: int, N: int, interpolation: str) -> int:
+    """Elements an extraction holds at once: the output plus the margined object table.
+
+    Multiply by the item size for bytes. The object count may be only a lower bound
+    (1) when it is known only at run time.
+    """
+    fh, fw = _kernel.footprint((N, N), interpolation)
+    table = (object_shape[0] + 2 * fh) * (object_shape[1] + 2 * fw) * objects
+    return patches * N * N + table
 
 
 def per_sample_index(obj: tf.Tensor, grouped: tf.Tensor):
