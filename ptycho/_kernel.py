@@ -66,11 +66,16 @@ def _split(coord, shift, length, extent, index_dtype):
     the fraction keeps the full precision of the input. Coordinates farther than one
     window from the object all give zero windows, so they are clamped first: this keeps
     the integer part far from overflow without changing any result.
+
+    A NaN or infinite coordinate reads the window at 0 and gets a NaN fraction, which
+    :func:`_blend` turns into an all-NaN window for every interpolation.
     """
     reach = float(length + abs(shift) + 2)
-    coord = tf.clip_by_value(coord, -reach, extent + reach)
+    finite = tf.math.is_finite(coord)
+    coord = tf.clip_by_value(tf.where(finite, coord, tf.zeros_like(coord)), -reach, extent + reach)
     whole = tf.floor(coord)
-    return tf.cast(whole, index_dtype) + shift, coord - whole
+    fraction = tf.where(finite, coord - whole, tf.constant(np.nan, coord.dtype))
+    return tf.cast(whole, index_dtype) + shift, fraction
 
 
 def _positions(positions, size, shift, extent, interpolation, index_dtype):
@@ -87,7 +92,7 @@ def _positions(positions, size, shift, extent, interpolation, index_dtype):
     return iy, ix, fy, fx
 
 
-def _blend(win, fy, fx, interpolation, complex_out):
+def _blend(win, fy, fx, interpolation, complex_out, table):
     """Interpolate patch-major `(G, c, fh, fw, K)` footprints at the fractions `(fy, fx)`.
 
     `fy` and `fx` have shape `(G, c)`. The bilinear weights stay real: they are cast to
@@ -95,18 +100,98 @@ def _blend(win, fy, fx, interpolation, complex_out):
     layout: the blend runs on contiguous footprints, and one transpose writes the result.
     """
     if interpolation == "fourier":
-        win = _fourier_shift(win, fy, fx, complex_out)
+        win = _fourier_shift(win, fy, fx, complex_out, tf.reduce_max(tf.abs(table)))
     elif interpolation == "bilinear":
         fx = tf.cast(fx, win.dtype)[:, :, None, None, None]
         fy = tf.cast(fy, win.dtype)[:, :, None, None, None]
-        left, right = win[:, :, :, :-1], win[:, :, :, 1:]
-        across = left + fx * (right - left)
-        top, bottom = across[:, :, :-1], across[:, :, 1:]
-        win = top + fy * (bottom - top)
+        across = _lerp(win[:, :, :, :-1], win[:, :, :, 1:], fx)
+        win = _lerp(across[:, :, :-1], across[:, :, 1:], fy)
+    else:
+        win *= _poison(fy, fx, win.dtype)
     return tf.transpose(win, [0, 2, 3, 1, 4])
 
 
-def _fourier_shift(win, fy, fx, complex_out):
+@tf.custom_gradient
+def _lerp(a, b, f):
+    """`(1 - f) * a + f * b` for `(G, c, rows, cols, K)` values and `(G, c, 1, 1, 1)` `f`.
+
+    Exact at `f = 0` and `f = 1`, and, unlike `a + f * (b - a)`, free of overflow when
+    `a` and `b` are finite (up to rounding at the float maximum). The gradient for `f`
+    is `sum(dy * (b - a))`: differentiating the convex form would subtract the two large
+    sums `sum(dy * b)` and `sum(dy * a)` instead, losing precision (seven times the
+    error for float32 positions over an object of values near 1000).
+    """
+
+    def grad(dy):
+        d_f = tf.reduce_sum(dy * (b - a), axis=[2, 3, 4], keepdims=True)
+        return (1 - f) * dy, f * dy, d_f
+
+    return (1 - f) * a + f * b, grad
+
+
+def _poison(fy, fx, dtype):
+    """`(G, c, 1, 1, 1)`: 1, or NaN where a fraction is NaN (a non-finite position).
+
+    Nearest interpolation never reads the fractions, so its windows are multiplied by
+    this to become NaN, as the bilinear and Fourier ones do through their weights.
+    """
+    one = tf.where(tf.math.is_nan(fy + fx), tf.constant(np.nan, fy.dtype), tf.ones_like(fy))
+    return tf.cast(one, dtype)[:, :, None, None, None]
+
+
+def power_of_two_scales(peak):
+    """Powers of two `(down, up)`, `down * up == 1`, that bring a normal `peak` into `[1, 4)`.
+
+    `peak` (float32 or float64, non-negative) is typically the largest magnitude of some
+    values. Multiplying by a power of two is exact in binary floating point (short of
+    underflow far below the peak), so scaling values by `down` before a computation
+    whose sums could overflow, and its result by `up` after, changes nothing else. Both
+    factors are built from exponent bits. A subnormal peak gives the largest normal
+    factors; a zero, infinite or NaN peak gives 1 and 1: there is nothing to save, and a
+    tiny factor would flush every finite value beside an infinite one to zero.
+    """
+    if peak.dtype == tf.float64:
+        int_dtype, mantissa, bias = tf.int64, 52, 1023
+    else:
+        int_dtype, mantissa, bias = tf.int32, 23, 127
+    bits = tf.bitwise.right_shift(tf.bitcast(peak, int_dtype), mantissa)
+    exponent = tf.bitwise.bitwise_and(bits, 2 * bias + 1) - bias  # sign bit dropped
+    exponent = tf.clip_by_value(exponent, 1 - bias, bias - 1)
+    usable = tf.math.is_finite(peak) & (peak > 0)
+    exponent = tf.where(usable, exponent, tf.zeros_like(exponent))
+
+    def power(e):
+        return tf.bitcast(tf.bitwise.left_shift(bias + e, mantissa), peak.dtype)
+
+    return power(-exponent), power(exponent)
+
+
+@tf.custom_gradient
+def rescale(values, factor):
+    """`values * factor` whose gradient passes through *unscaled*.
+
+    For a linear computation `y = up * L(down * x)` with `down * up == 1`, wrapping both
+    products in this makes the gradient `L^T dy`, exactly the gradient of `L(x)`, so a
+    scale chosen for the forward values cannot make the backward pass overflow.
+    """
+
+    def grad(d_values):
+        return d_values, tf.zeros_like(factor)
+
+    return values * tf.cast(factor, values.dtype), grad
+
+
+@tf.custom_gradient
+def _scale_gradient(values, factor):
+    """`values` unchanged, its gradient multiplied by `factor`."""
+
+    def grad(d_values):
+        return d_values * tf.cast(factor, d_values.dtype), tf.zeros_like(factor)
+
+    return tf.identity(values), grad
+
+
+def _fourier_shift(win, fy, fx, complex_out, peak):
     """Band-limited shift of `(G, c, N + 2m, N + 2m, K)` footprints, cropped to `N x N`.
 
     Each footprint is the integer window with a margin of `m = FOURIER_MARGIN` pixels on
@@ -117,11 +202,20 @@ def _fourier_shift(win, fy, fx, complex_out):
     from the samples beyond the margin that the window leaves out (about
     `amplitude / (2 pi m)` at the patch border, smaller inside) and from ringing at sharp
     edges, including the object's own border.
+
+    `peak` is the largest magnitude in the table the footprints come from.
     """
     m = FOURIER_MARGIN
     _, _, fh, fw, k = win.shape
     real_dtype = tf.float64 if win.dtype == tf.float64 else tf.float32
     parts = tf.cast(win, real_dtype)
+    # The transform sums a whole footprint, which overflows for values near the float
+    # maximum: the footprints are scaled by the power of two that brings the table's
+    # peak near 1, and the result back (one scalar: a pass over the small table, not
+    # over every footprint). `rescale` keeps the gradient of the unscaled computation;
+    # the ramps' gradient, formed from scaled spectra, is scaled back by `up`.
+    down, up = power_of_two_scales(tf.stop_gradient(tf.cast(peak, real_dtype)))
+    parts = rescale(parts, down)
     if complex_out:
         parts = tf.reshape(parts, tf.concat([tf.shape(win)[:-1], [k // 2, 2]], axis=0))
         z = tf.complex(parts[..., 0], parts[..., 1])
@@ -132,11 +226,13 @@ def _fourier_shift(win, fy, fx, complex_out):
     def ramp(fraction, length):
         freq = tf.constant(np.fft.fftfreq(length), real_dtype)
         phase = 2 * np.pi * tf.cast(fraction, real_dtype)[:, :, None, None] * freq
-        return tf.complex(tf.cos(phase), tf.sin(phase))  # (G, c, 1, length)
+        shift = tf.complex(tf.cos(phase), tf.sin(phase))  # (G, c, 1, length)
+        return _scale_gradient(shift, up)
 
     spectrum = tf.signal.fft2d(z)
     spectrum *= ramp(fy, fh)[..., None] * ramp(fx, fw)[:, :, :, None, :]
     z = tf.signal.ifft2d(spectrum)[:, :, :, m : fh - m, m : fw - m]
+    z = rescale(z, up)
     z = tf.transpose(z, [0, 1, 3, 4, 2])  # (G, c, Nh, Nw, C)
     if complex_out:
         out = tf.stack([tf.math.real(z), tf.math.imag(z)], axis=-1)
@@ -212,7 +308,7 @@ def gather_windows(table, positions, obj_index, size, shift, interpolation, comp
         indices_are_sorted=False,
     )
     win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])  # (G, c, fh, fw, K)
-    win = _blend(win, fy, fx, interpolation, complex_out)
+    win = _blend(win, fy, fx, interpolation, complex_out, table)
     return _recombine(win, complex_out)
 
 
@@ -239,7 +335,7 @@ def sample_windows(table, positions, obj_index, size, shift, interpolation, comp
         flat += (tf.cast(obj_index, index_dtype) * (hp * wp))[:, None, None, None]
     flat = tf.transpose(flat, [0, 3, 1, 2])  # (G, c, fh, fw)
     win = tf.gather(tf.reshape(table, [-1, k]), flat)  # (G, c, fh, fw, K)
-    win = _blend(win, fy, fx, interpolation, complex_out)  # (G, Nh, Nw, c, K)
+    win = _blend(win, fy, fx, interpolation, complex_out, table)  # (G, Nh, Nw, c, K)
     return _recombine(win, complex_out)
 
 
@@ -346,19 +442,20 @@ def gather_windows_vjp(
         win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])
         top_l, top_r = win[:, :, :-1, :-1], win[:, :, :-1, 1:]
         bot_l, bot_r = win[:, :, 1:, :-1], win[:, :, 1:, 1:]
-        # d out / d fx and d out / d fy at every output pixel, then summed per patch.
-        twist = (bot_r - bot_l) - (top_r - top_l)
-        d_fx = _patch_sums(g * ((top_r - top_l) + wy * twist))
-        d_fy = _patch_sums(g * ((bot_l - top_l) + wx * twist))
+        # d out / d fx and d out / d fy at every output pixel, then summed per patch: the
+        # differences of neighbouring pixels (exact for close values, which keeps the
+        # precision on objects with a large offset), blended with the other fraction.
+        d_fx = _patch_sums(g * _lerp(top_r - top_l, bot_r - bot_l, wy))
+        d_fy = _patch_sums(g * _lerp(bot_l - top_l, bot_r - top_r, wx))
         d_pos = tf.stack([d_fx, d_fy], axis=-1)  # (G, c, 2)
     if interpolation == "bilinear":
         # Footprint gradient: each footprint pixel collects the four output pixels it fed,
         # which is the same separable blend applied to the zero-padded output gradient
         # with the complementary fractions.
-        left, right = padded[:, :, :, :-1], padded[:, :, :, 1:]
-        across = left + (1 - wx) * (right - left)
-        top, bottom = across[:, :, :-1], across[:, :, 1:]
-        g = top + (1 - wy) * (bottom - top)
+        across = _lerp(padded[:, :, :, 1:], padded[:, :, :, :-1], wx)
+        g = _lerp(across[:, :, 1:], across[:, :, :-1], wy)
+    else:
+        g *= _poison(fy, fx, g.dtype)  # NaN, not a silent gradient, for non-finite positions
 
     d_table = xla.scatter(
         tf.zeros_like(table),

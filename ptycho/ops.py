@@ -113,9 +113,18 @@ def as_positions(positions, obj_dtype: tf.DType, name: str = "positions"):
         )
     wide = positions.dtype == tf.float64 or _kernel_real_dtype(obj_dtype) == tf.float64
     grouped = tf.cast(grouped, tf.float64 if wide else tf.float32)
-    if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(grouped))):
-        raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or inf values")
-    return grouped, channel
+    message = f"`{name}` must be finite. Received: {name} with NaN or inf values"
+    if tf.executing_eagerly():
+        if not bool(tf.reduce_all(tf.math.is_finite(grouped))):
+            raise ValueError(message)
+        return grouped, channel
+    # In a graph, a run-time check (InvalidArgumentError). XLA compiles CheckNumerics to
+    # nothing, silently, where an Assert would log a warning at every compilation; there
+    # the kernels make the patches of non-finite positions NaN. The check reads a
+    # stopped-gradient copy: the gradient of CheckNumerics would itself be checked.
+    check = tf.debugging.check_numerics(tf.stop_gradient(grouped), message)
+    with tf.control_dependencies([check]):
+        return tf.identity(grouped), channel
 
 
 def to_tensor(value, name: str) -> tf.Tensor:
@@ -144,13 +153,21 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
             `(B, H, W, 1)`, one object per group (channel format) or per position (flat).
             complex64, complex128 or a real float dtype.
         positions: `(B, 1, 2, c)` (channel format) or `(P, 2)` (flat), `[x, y]` in object
-            pixels.
+            pixels. Finite positions however far off the object give zero patches.
         N: patch size.
         interpolation: `"bilinear"`, `"nearest"` or `"fourier"` (band-limited).
 
     Returns:
         `(B, N, N, c)` for channel positions, `(P, N, N, 1)` for flat positions, in the
         object's dtype.
+
+    Raises:
+        ValueError: called eagerly with a NaN or infinite position.
+        tf.errors.InvalidArgumentError: at run time, in a `tf.function` or `tf.data`
+            graph, for a NaN or infinite position. Inside an XLA-compiled function
+            (`jit_compile=True`), where TensorFlow drops run-time checks, the patch of
+            such a position is all NaN instead, for every interpolation, and so are its
+            gradients: never a valid-looking patch.
     """
     N = check_size(N)
     interpolation = check_interpolation(interpolation)
@@ -159,7 +176,13 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
     obj_index = per_sample_index(obj, grouped)
     if grouped.shape[0] is not None:
         patches = grouped.shape[0] * grouped.shape[1]
-        nbytes = request_bytes(obj.shape[1:3], obj.shape[0] or 1, patches, N, interpolation)
+        # Eagerly, the kernels run one chunk at a time; in a graph, on every patch at once.
+        buffered = None
+        if tf.executing_eagerly():
+            buffered = chunk_groups((N, N), grouped.shape[1], 1, obj.dtype) * grouped.shape[1]
+        nbytes = request_bytes(
+            obj.shape[1:3], obj.shape[0] or 1, patches, N, interpolation, obj.dtype, buffered
+        )
         check_memory(nbytes * obj.dtype.size, "the patches")
     half = -(N // 2)
     win = windows(obj, grouped, obj_index, (N, N), (half, half), interpolation, "gather")
@@ -168,15 +191,33 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
     return win[:, :, :, 0, :]  # (P, N, N, 1)
 
 
-def request_bytes(object_shape, objects: int, patches: int, N: int, interpolation: str) -> int:
-    """Elements an extraction holds at once: the output plus the margined object table.
+def request_bytes(
+    object_shape,
+    objects: int,
+    patches: int,
+    N: int,
+    interpolation: str,
+    dtype: tf.DType = tf.complex64,
+    buffered: int | None = None,
+) -> int:
+    """Elements of `dtype` (the object's) an extraction holds at once.
 
-    Multiply by the item size for bytes. The object count may be only a lower bound
-    (1) when it is known only at run time.
+    That is the output plus the margined object table, and for `"fourier"` the two
+    complex transform buffers of the `(N + 32) x (N + 32)` footprint that XLA holds for
+    every patch in flight: `buffered` patches (all of them by default, as in a graph;
+    one chunk when run eagerly). Measured peaks, in a `tf.function`, are within 5 % of
+    this (about 5.5 times the output for N = 64). Multiply by the item size for bytes.
+    The object count may be only a lower bound (1) when it is known only at run time.
     """
     fh, fw = _kernel.footprint((N, N), interpolation)
     table = (object_shape[0] + 2 * fh) * (object_shape[1] + 2 * fw) * objects
-    return patches * N * N + table
+    elements = patches * N * N + table
+    if interpolation == "fourier":
+        dtype = tf.as_dtype(dtype)
+        fft_bytes = 16 if dtype in (tf.float64, tf.complex128) else 8
+        in_flight = patches if buffered is None else min(buffered, patches)
+        elements += -(-2 * in_flight * fh * fw * fft_bytes // dtype.size)
+    return elements
 
 
 def per_sample_index(obj: tf.Tensor, grouped: tf.Tensor):
@@ -236,7 +277,11 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel="gather"
             margin = (1, 1)
             run = _sample_windows_xla
         # The kernels are not differentiated: `grad` below supplies the gradient.
-        table = _kernel.prepare_table(tf.stop_gradient(obj), margin)
+        bucketed = kernel == "gather" and tf.executing_eagerly()
+        if bucketed:  # a few table shapes, hence a few compiled programs (see `_bucketed`)
+            table = _bucketed_table(tf.stop_gradient(obj), margin)
+        else:
+            table = _kernel.prepare_table(tf.stop_gradient(obj), margin)
         positions = tf.stop_gradient(grouped)
         if tf.executing_eagerly():
             out = _chunked(run, table, positions, obj_index, static, obj.dtype)
@@ -251,10 +296,15 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel="gather"
             else:
 
                 def vjp(pos, idx, d):
-                    return _windows_vjp(obj, pos, idx, d, **static)
+                    source = _bucketed(obj, (0, 0)) if bucketed else obj
+                    return _windows_vjp(source, pos, idx, d, **static)
 
             if not tf.executing_eagerly():
-                return vjp(grouped, obj_index, d_out)
+                d_obj, d_pos = vjp(grouped, obj_index, d_out)
+                # A non-finite position (reachable only under XLA, where the check in
+                # `as_positions` vanishes) gets a NaN gradient, never a plausible one.
+                finite = tf.reduce_all(tf.math.is_finite(grouped), axis=-1, keepdims=True)
+                return d_obj, tf.where(finite, d_pos, tf.constant(np.nan, d_pos.dtype))
             # Pad the count as the forward pass does, so that new counts reuse programs;
             # the padded rows carry zero output gradient and contribute nothing.
             count = grouped.shape[0]
@@ -265,11 +315,64 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel="gather"
                 idx = None if obj_index is None else tf.pad(obj_index, [[0, extra]])
                 d_pad = tf.pad(d_out, [[0, extra]] + [[0, 0]] * (d_out.shape.rank - 1))
             d_obj, d_pos = vjp(pos, idx, d_pad)
-            return d_obj, d_pos[:count]
+            bo, height, width, _ = obj.shape  # the bucketed table's padding is no object
+            return d_obj[:bo, :height, :width], d_pos[:count]
 
         return out, grad
 
     return forward(obj, grouped)
+
+
+# Every new table shape would compile new XLA programs, which TensorFlow keeps for the
+# life of the process (its compilation cache has no eviction): 1 to 4 MiB each. Eagerly,
+# object tables are therefore zero-padded at the bottom and right to a power of two in
+# each direction (at least 8), and batches of per-sample objects are padded with empty
+# objects to a power of two. Windows read the same zeros there as outside the object, so
+# results are unchanged. Padding that would cost more than `BUCKET_SLACK` bytes is
+# skipped: an object that large makes one program more a small price.
+BUCKET_SLACK = 64 * 2**20
+
+
+def _bucket_extent(n: int) -> int:
+    """`n` rounded up to a power of two, at least 8."""
+    return max(8, 1 << (n - 1).bit_length())
+
+
+def _bucket_shape(shape, margin, itemsize: int) -> list[int]:
+    """The bucketed `(Bo, H, W)` of a `(Bo, H, W, C)` object, its table margined by `margin`."""
+    count, height, width, channels = shape
+    bucketed = [count if count == 1 else _bucket_extent(count)]
+    bucketed += [_bucket_extent(height), _bucket_extent(width)]
+    my, mx = margin
+
+    def table_bytes(count, height, width):
+        return count * (height + 2 * my) * (width + 2 * mx) * channels * itemsize
+
+    if table_bytes(*bucketed) - table_bytes(count, height, width) > BUCKET_SLACK:
+        return [count, height, width]
+    return bucketed
+
+
+def _bucketed(obj: tf.Tensor, margin) -> tf.Tensor:
+    """`(Bo, H, W, C)` zero-padded by `margin` and up to its bucketed shape."""
+    count, height, width, _ = obj.shape
+    shape = _bucket_shape(obj.shape, margin, obj.dtype.size)
+    my, mx = margin
+    pads = [[0, shape[0] - count], [my, my + shape[1] - height], [mx, mx + shape[2] - width]]
+    return tf.pad(obj, [*pads, [0, 0]])
+
+
+def _bucketed_table(obj: tf.Tensor, margin) -> tf.Tensor:
+    """The table of :func:`_kernel.prepare_table`, eagerly, in a bucketed shape.
+
+    Built by one padding and a reinterpretation of complex numbers as `(re, im)` pairs,
+    neither compiled, so a new object shape compiles nothing here.
+    """
+    table = _bucketed(obj, margin)
+    if obj.dtype.is_complex:
+        pairs = tf.bitcast(table, obj.dtype.real_dtype)  # (..., C, 2), no copy
+        table = tf.reshape(pairs, [*table.shape[:3], 2 * table.shape[3]])
+    return table
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -281,7 +384,9 @@ def _sample_windows_xla(table, grouped, obj_index, **static):
 def _windows_vjp(obj, grouped, obj_index, d_out, **static):
     with tf.GradientTape() as tape:
         tape.watch([obj, grouped])
-        table = _kernel.prepare_table(obj, (1, 1))
+        # The plain Python function: differentiating a call of the nested XLA function
+        # made XLA compile the object in as a constant, recompiling for every new object.
+        table = _kernel.prepare_table.python_function(obj, (1, 1))
         out = _kernel.sample_windows(table, grouped, obj_index, **static)
     d_obj, d_pos = tape.gradient(out, [obj, grouped], output_gradients=d_out)
     if d_pos is None:  # nearest interpolation is piecewise constant in the positions
@@ -290,8 +395,11 @@ def _windows_vjp(obj, grouped, obj_index, d_out, **static):
 
 
 def chunk_groups(size, c: int, channels: int, dtype: tf.DType) -> int:
-    """Groups per eager chunk: about `CHUNK_BYTES` of output, a power of two."""
-    group_bytes = size[0] * size[1] * c * channels * dtype.size
+    """Groups per eager chunk: about `CHUNK_BYTES` of output, a power of two.
+
+    Groups without patches (`c = 0`) are counted as if they held one.
+    """
+    group_bytes = size[0] * size[1] * max(c, 1) * max(channels, 1) * dtype.size
     groups = max(1, CHUNK_BYTES // group_bytes)
     return 1 << (groups.bit_length() - 1)
 
@@ -429,10 +537,10 @@ def reassemble_patches(
         positions: `[x, y]` of every patch, in object pixels, as for extraction.
         object_shape: `(height, width)` of the canvas.
         normalize: divide by the summed interpolation weights (bilinear ones for
-            `"fourier"`). Pixels whose summed weight is below `min_weight` (barely or not
-            covered) are set to zero.
+            `"fourier"`). Pixels whose summed weight is zero or below `min_weight`
+            (barely or not covered) are set to zero.
         interpolation: `"bilinear"`, `"nearest"` or `"fourier"`, as used for extraction.
-        min_weight: see `normalize`.
+        min_weight: a finite number >= 0; see `normalize`.
 
     Returns:
         The `(height, width)` canvas in the dtype of `patches`, differentiable with
@@ -440,6 +548,7 @@ def reassemble_patches(
     """
     interpolation = check_interpolation(interpolation)
     height, width = check_object_shape(object_shape)
+    min_weight = check_min_weight(min_weight)
     patches = to_tensor(patches, "patches")
     if patches.dtype not in OBJECT_DTYPES:
         raise TypeError(
@@ -471,28 +580,82 @@ def reassemble_patches(
     size, shift = (N, N), (-(N // 2), -(N // 2))
     grouped = tf.stop_gradient(grouped)
 
+    one = tf.ones([], d_out.dtype.real_dtype)
+
+    # Overlapping patches near the float maximum can overflow the sum (and Fourier's
+    # transform) though the normalised canvas is finite. Only then is the sum redone with
+    # the patches scaled by a power of two that brings their peak near 1, exactly, and
+    # the canvas scaled back by `up` after normalising. The gradient is that of the plain
+    # sum, one program for both cases: differentiating each branch of the choice would
+    # compile two, which may round differently.
     @tf.custom_gradient
     def overlap_add(d_out):
-        canvas = _overlap_add(
-            tf.stop_gradient(d_out), grouped, (height, width), size, shift, interpolation
-        )
+        d_out = tf.stop_gradient(d_out)  # graph mode would differentiate the choice too
 
-        def grad(d_canvas):  # the adjoint of the adjoint: extraction
+        def summed(scale=None):
+            return _overlap_add(d_out, grouped, (height, width), size, shift, interpolation, scale)
+
+        def rescaled():
+            down, up = _kernel.power_of_two_scales(_peak(d_out))
+            return summed(down), up
+
+        canvas = summed()
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(p)) for p in _real_parts(canvas)])
+        if not tf.executing_eagerly():
+            canvas, up = tf.cond(finite, lambda: (canvas, one), rescaled)
+        else:
+            canvas, up = (canvas, one) if bool(finite) else rescaled()
+
+        def grad(d_canvas, d_up):  # the adjoint of the adjoint: extraction
+            del d_up  # `up` is a constant of the scaling
             return windows(d_canvas[None, :, :, None], grouped, None, size, shift, interpolation)
 
-        return canvas, grad
+        return (canvas, up), grad
 
-    canvas = overlap_add(d_out)
+    canvas, up = overlap_add(d_out)
     if normalize:
         # Fourier's adjoint rings over the whole margin, so its coverage and weights would
         # reach pixels no patch read: the weights are the bilinear ones.
         spread = "bilinear" if interpolation == "fourier" else interpolation
         ones = tf.ones(tf.shape(d_out), d_out.dtype.real_dtype)
         weight = _overlap_add(ones, grouped, (height, width), size, shift, spread)
-        covered = weight >= min_weight
+        covered = (weight >= min_weight) & (weight > 0)
         safe = tf.where(covered, weight, tf.ones_like(weight))
         canvas = tf.where(covered, canvas / tf.cast(safe, canvas.dtype), tf.zeros_like(canvas))
+    canvas = _kernel.rescale(canvas, up)  # exact: 1 unless the sum was rescaled
     return tf.cast(canvas, dtype)
+
+
+def _peak(values: tf.Tensor) -> tf.Tensor:
+    """Largest magnitude of the real numbers in `values` (both parts of complex ones).
+
+    Computed without a modulus, which could overflow, and eagerly without a full-size
+    temporary: complex values are viewed as real pairs (XLA, which fuses the reductions,
+    has no complex bitcast).
+    """
+    if values.dtype.is_complex and tf.executing_eagerly():
+        values = tf.bitcast(values, values.dtype.real_dtype)  # (..., 2): a view, no copy
+    return tf.reduce_max(
+        [tf.maximum(tf.reduce_max(p), -tf.reduce_min(p)) for p in _real_parts(values)]
+    )
+
+
+def _real_parts(values: tf.Tensor) -> list[tf.Tensor]:
+    """`[values]`, or the real and imaginary parts of complex `values`."""
+    return [tf.math.real(values), tf.math.imag(values)] if values.dtype.is_complex else [values]
+
+
+def check_min_weight(min_weight) -> float:
+    """Validate `min_weight` of :func:`reassemble_patches`: a finite real number >= 0."""
+    if isinstance(min_weight, bool) or not isinstance(min_weight, numbers.Real):
+        raise TypeError(
+            f"`min_weight` must be a finite number >= 0. Received: min_weight={min_weight!r}"
+        )
+    if not (np.isfinite(min_weight) and min_weight >= 0):
+        raise ValueError(
+            f"`min_weight` must be a finite number >= 0. Received: min_weight={min_weight!r}"
+        )
+    return float(min_weight)
 
 
 def check_object_shape(object_shape) -> tuple[int, int]:
@@ -505,11 +668,12 @@ def check_object_shape(object_shape) -> tuple[int, int]:
     return check_size(height, "height"), check_size(width, "width")
 
 
-def _overlap_add(d_out, grouped, object_shape, size, shift, interpolation) -> tf.Tensor:
+def _overlap_add(d_out, grouped, object_shape, size, shift, interpolation, scale=None) -> tf.Tensor:
     """Sum of the adjoint of every window `(G, Nh, Nw, c, 1)` on a `(H, W)` canvas.
 
     Eagerly, the windows go through in chunks of a fixed size, so memory stays bounded
-    for any number of patches and new counts reuse the compiled programs.
+    for any number of patches and new counts reuse the compiled programs. A `scale`
+    multiplies the windows first, chunk by chunk.
     """
     static = {
         "size": size,
@@ -518,6 +682,9 @@ def _overlap_add(d_out, grouped, object_shape, size, shift, interpolation) -> tf
         "complex_out": d_out.dtype.is_complex,
     }
     real_dtype = d_out.dtype.real_dtype if d_out.dtype.is_complex else d_out.dtype
+    height, width = object_shape
+    if tf.executing_eagerly():  # a few canvas shapes, hence a few programs (see `_bucketed`)
+        object_shape = _bucket_shape((1, height, width, 1), (0, 0), d_out.dtype.size)[1:]
     obj_spec = tf.zeros([1, *object_shape, 1], d_out.dtype)
     if interpolation == "fourier":
 
@@ -533,8 +700,10 @@ def _overlap_add(d_out, grouped, object_shape, size, shift, interpolation) -> tf
                 table, pos, None, d, **static, margin=margin, with_positions=False
             )[0]
 
+    if scale is not None:
+        scale = tf.cast(scale, d_out.dtype)
     if not tf.executing_eagerly():
-        return adjoint(grouped, d_out)[0, :, :, 0]
+        return adjoint(grouped, d_out if scale is None else d_out * scale)[0, :, :, 0]
     groups = grouped.shape[0]
     step = chunk_groups(size, grouped.shape[1], 1, d_out.dtype)
     canvas = None
@@ -542,6 +711,8 @@ def _overlap_add(d_out, grouped, object_shape, size, shift, interpolation) -> tf
         stop = min(start + step, groups)
         padded = _padded_count(groups, step) if groups <= step else step
         pos, d = grouped[start:stop], d_out[start:stop]
+        if scale is not None:
+            d *= scale
         if padded != stop - start:
             extra = padded - (stop - start)
             pos = tf.pad(pos, [[0, extra], [0, 0], [0, 0]])
@@ -549,5 +720,5 @@ def _overlap_add(d_out, grouped, object_shape, size, shift, interpolation) -> tf
         part = adjoint(pos, d)
         canvas = part if canvas is None else canvas + part
     if canvas is None:
-        return tf.zeros(object_shape, d_out.dtype)
-    return canvas[0, :, :, 0]
+        return tf.zeros([height, width], d_out.dtype)
+    return canvas[0, :height, :width, 0]

@@ -121,6 +121,11 @@ def get_image_patches(
     global_offsets = ops.to_tensor(global_offsets, "global_offsets")
     local_offsets = ops.to_tensor(local_offsets, "local_offsets")
     for name, value in (("global_offsets", global_offsets), ("local_offsets", local_offsets)):
+        if not (value.dtype.is_floating or value.dtype.is_integer):  # not bool, complex, str
+            raise TypeError(
+                f"`{name}` must be a real number tensor (float or integer). "
+                f"Received: {name}.dtype={value.dtype.name}"
+            )
         if value.shape.rank != 4 or tuple(value.shape[1:3]) != (1, 2):
             raise ValueError(
                 f"`{name}` must have shape (B, 1, 2, c). Received: {name}.shape={value.shape}"

@@ -81,6 +81,11 @@ def translate(imgs, offsets, interpolation: str = "bilinear") -> tf.Tensor:
             "`offsets` must be a float or signed integer tensor. "
             f"Received: offsets.dtype={offsets.dtype.name}"
         )
+    if offsets.dtype.is_integer:
+        # Negated as floats (in the dtype `as_positions` would use): the negation of the
+        # most negative integer overflows.
+        wide = imgs.dtype in (tf.float64, tf.complex128)
+        offsets = tf.cast(offsets, tf.float64 if wide else tf.float32)
     grouped, _ = ops.as_positions(-offsets, imgs.dtype, "offsets")
     # One object per image: its channels travel together through the kernel.
     obj_index = None if batch == 1 else tf.range(tf.shape(imgs)[0])
