@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["Parser", "UsageError", "positive"]
+__all__ = ["Parser", "UsageError", "positive", "seed"]
 
 
 class UsageError(Exception):
@@ -23,8 +23,10 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def positive(option: str):
-    """An argparse `type=` that accepts an integer >= 1 and names `option` otherwise."""
+def integer(option: str, low: int, high: int | None = None):
+    """An argparse `type=` for an integer with `low <= value` (and `value < high`) that
+    names `option` in its errors."""
+    bounds = f">= {low}" if high is None else f"an integer with {low} <= {option} < {high}"
 
     def parse(text: str) -> int:
         try:
@@ -33,8 +35,22 @@ def positive(option: str):
             raise argparse.ArgumentTypeError(
                 f"{option} must be an integer. Received: {text!r}"
             ) from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{option} must be >= 1. Received: {value}")
+        if value < low or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"{option} must be {bounds}. Received: {value}")
         return value
 
     return parse
+
+
+def positive(option: str):
+    """An argparse `type=` that accepts an integer >= 1 and names `option` otherwise."""
+    return integer(option, 1)
+
+
+def seed(option: str):
+    """An argparse `type=` for a random seed: an integer with 0 <= seed < 2**64.
+
+    `numpy.random.default_rng` takes any integer >= 0; the bound keeps the seed storable
+    as a `uint64` number in the files written (a larger one would need a pickled object).
+    """
+    return integer(option, 0, 2**64)

@@ -16,12 +16,13 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ptycho._args import Parser, UsageError, positive
+from ptycho._args import Parser, UsageError, positive, seed
 
 __all__ = ["main"]
 
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         type=positive("--groups"),
         help="number of groups (default: one per position; with gridsize 1, at most that)",
     )
-    extract.add_argument("--seed", type=int, default=0, help="grouping seed (0)")
+    extract.add_argument("--seed", type=seed("--seed"), default=0, help="grouping seed (0)")
     extract.add_argument(
         "--interpolation",
         choices=("bilinear", "nearest", "fourier"),
@@ -133,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--count", type=positive("--count"), default=1024, help="scan positions (1024)"
     )
-    simulate.add_argument("--seed", type=int, default=0, help="scan jitter seed (0)")
+    simulate.add_argument("--seed", type=seed("--seed"), default=0, help="scan jitter seed (0)")
     simulate.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     commands.add_parser(
@@ -151,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         from ptycho import benchmark
 
         return benchmark.main(argv[1:], prog=f"{PROG} benchmark")
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {}  # the handlers to put back
     try:
+        _handle_signals(previous)
         args = _parser().parse_args(argv)
         from ptycho._quiet import native_logs_hidden
 
@@ -168,13 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {_describe(err)}; no partial file was left", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no partial file was left", file=sys.stderr)
+        print(f"{PROG}: interrupted by SIGINT; no partial file was left", file=sys.stderr)
         return 128 + signal.SIGINT
-    except _Terminated:
-        print(f"{PROG}: terminated; no partial file was left", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except _Terminated as terminated:
+        name = signal.Signals(terminated.signum).name
+        print(f"{PROG}: terminated by {name}; no partial file was left", file=sys.stderr)
+        return 128 + terminated.signum
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run(args) -> int:
@@ -188,17 +192,68 @@ def _describe(err: OSError) -> str:
     return f"{where}{err.strerror or err}"
 
 
+# Signals that end a run: the partial output is removed and the exit status is 128 + signum.
+TERMINATING_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGINT",
+        "SIGTERM",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+    )
+    if hasattr(signal, name)
+)
+
+
 class _Terminated(BaseException):
-    pass
+    """A termination signal arrived: unwinds through the cleanup of the partial output."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _handle_signals(previous: dict) -> None:
+    """Handle the termination signals still at their default action; the handlers they
+    had are recorded in `previous`. Ignored signals (`nohup`) stay ignored, as does
+    SIGXFSZ, which Python ignores so that an oversized write fails with EFBIG. SIGINT
+    keeps raising KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set in the main thread
+    for signum in TERMINATING_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is None:  # set outside Python: leave it
+            continue
+        previous[signum] = handler
+        if handler in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(signum, _terminate)
 
 
 def _terminate(signum, frame):
-    raise _Terminated
+    # Further signals are ignored while the partial output is removed, so that a second
+    # one cannot cut the cleanup short; `main` puts the handlers back.
+    for other in TERMINATING_SIGNALS:
+        if signal.getsignal(other) is _terminate:
+            signal.signal(other, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise _Terminated(signum)
 
 
-def _load(path, names) -> tuple[dict, dict]:
-    """The dataset and the dtype of each key as stored."""
-    from ptycho.data import DataError, load_dataset
+def _load(path, names, check=None) -> tuple[dict, dict]:
+    """The dataset and the dtype of each key as stored.
+
+    `check(layout)`, given `{key: ArrayLayout(shape, dtype, held)}` with `held` the bytes
+    the array will add to the memory in use, is called before any array is read.
+    """
+    from ptycho.data import ArrayLayout, DataError, dataset_layout, load_dataset
 
     if path is None:
         if names:
@@ -206,28 +261,41 @@ def _load(path, names) -> tuple[dict, dict]:
         from ptycho.demo import demo_dataset
 
         data = demo_dataset()
+        if check is not None:  # made already: nothing more to hold
+            check({key: ArrayLayout(value.shape, value.dtype, 0) for key, value in data.items()})
         return data, {key: value.dtype for key, value in data.items()}
     try:
+        if check is not None:
+            check(dataset_layout(path, names=names))
         data = load_dataset(path, names=names)
     except DataError as err:
         raise UsageError(str(err)) from None
+    except MemoryError:  # an allocation refused although the free memory looked enough
+        raise UsageError(f"{path}: not enough memory to read it") from None
     return data, data.source_dtypes
 
 
 def _check_output(path, force: bool, inputs=()) -> Path:
+    """Refuse before any work what `atomic_path` would refuse at the end: anything but a
+    regular file (replaced only with `force`) or nothing at `path`."""
+    from ptycho._files import check_target, other_writers
+
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory")
+    try:
+        existing = check_target(path, force)
+    except OSError as err:  # a link, a directory, a FIFO, a device; an existing file
+        raise UsageError(_describe(err)) from None
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent}: no such directory")
-    if path.exists() and not force:
-        raise UsageError(f"{path}: already exists (use --force to overwrite)")
     for source in inputs:
-        if source is not None and Path(source).exists() and path.exists():
+        if source is not None and existing is not None and Path(source).exists():
             if path.samefile(source):
                 raise UsageError(f"{path}: is an input; choose another output")
     if not os.access(path.parent, os.W_OK):
         raise UsageError(f"{path.parent}: not writable")
+    busy = ", ".join(partial.name for partial in other_writers(path))
+    if busy:
+        print(f"{PROG}: warning: {path}: another run may be writing it ({busy})", file=sys.stderr)
     return path
 
 
@@ -242,10 +310,55 @@ def extract(args) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--preview needs matplotlib: pip install matplotlib") from None
-    data, source_dtypes = _load(args.dataset, args.keys)
-    obj, N, c = data["objectGuess"], args.N, args.gridsize**2
+    N, c, budget = args.N, args.gridsize**2, args.memory_budget_mb * 2**20
+
+    def chunks(itemsize: int, row_bytes: int) -> tuple[int, int]:
+        """Groups computed at a time, within the budget: of patches (Y), of patterns (X)."""
+        return max(1, budget // (N * N * c * itemsize)), max(1, budget // max(row_bytes * c, 1))
+
+    def check_run(layout: dict) -> None:
+        """Refuse, before any array is read, a run larger than the free memory. Its peak:
+        the input arrays held in memory; TensorFlow's copy of the object, its margined
+        table and one chunk of patches (`request_bytes`) with the chunk's NumPy copy; the
+        grouping, the member positions and the sorted indices of the geometry report; and
+        one chunk of X (its rows read, gathered, then made contiguous)."""
+        from math import prod
+
+        from ptycho import grouping, ops
+        from ptycho._memory import available_memory
+
+        obj, diffraction = layout["objectGuess"], layout.get("diffraction")
+        n = layout["xcoords"].shape[0]
+        itemsize = np.dtype(obj.dtype).itemsize
+        row_bytes = 0 if diffraction is None else prod(diffraction.shape[1:]) * 4
+        step, x_step = chunks(itemsize, row_bytes)
+        count = n if args.groups is None else min(args.groups, n) if c == 1 else args.groups
+        patches = min(step, count) * c
+        held = sum(array.held for array in layout.values())
+        need = (
+            held
+            + prod(obj.shape) * itemsize
+            + ops.request_bytes(obj.shape, 1, patches, N, args.interpolation) * itemsize
+            + patches * N * N * itemsize
+            + grouping.grouping_bytes(n, args.gridsize, args.groups, args.neighbors)
+            + count * c * (2 * 4 + 2 * 8)
+            + 3 * min(x_step, count) * c * row_bytes
+        )
+        available = available_memory()
+        if available is not None and need > available:
+            what = f"extracting {count} groups of {c} patch{'es' if c > 1 else ''} of {N} x {N}"
+            if held >= 2**30 / 10:
+                what += f" with its {held / 2**30:.1f} GiB of input arrays"
+            raise UsageError(
+                f"{what} would need {need / 2**30:.1f} GiB, more than the "
+                f"{available / 2**30:.1f} GiB of memory available"
+            )
+
+    data, source_dtypes = _load(args.dataset, args.keys, check_run)
+    obj, diffraction = data["objectGuess"], data.get("diffraction")
 
     from ptycho import grouping
+    from ptycho.data import DataError, read_rows
 
     try:
         groups = grouping.group_positions(
@@ -259,7 +372,6 @@ def extract(args) -> int:
             f"--strict: {len(problems)} geometry warning(s) above; nothing was written"
         )
     count = len(groups.nn_indices)
-    diffraction = data.get("diffraction")
     parameters = {
         "dataset": str(args.dataset) if args.dataset else "built-in demonstration dataset",
         "N": N,
@@ -272,10 +384,10 @@ def extract(args) -> int:
     }
     shape = (count, N, N, c)
     group_bytes = N * N * c * np.dtype(obj.dtype).itemsize
-    step = max(1, args.memory_budget_mb * 2**20 // group_bytes)
+    row_bytes = 0 if diffraction is None else int(np.prod(diffraction.shape[1:])) * 4
+    step, x_step = chunks(np.dtype(obj.dtype).itemsize, row_bytes)
     x_shape = None if diffraction is None else (count, *diffraction.shape[1:], c)
-    x_bytes = 0 if x_shape is None else int(np.prod(x_shape)) * 4
-    x_step = max(1, args.memory_budget_mb * 2**20 * count // max(x_bytes, 1))
+    x_bytes = count * c * row_bytes
     progress = _progress(count, args.progress)
 
     start = time.perf_counter()
@@ -311,7 +423,11 @@ def extract(args) -> int:
                 with writer.stream("X", x_shape, np.float32) as write:
                     for first in range(0, count, x_step):
                         members = groups.nn_indices[first : first + x_step]
-                        write(np.moveaxis(diffraction[members], 1, -1))
+                        try:  # file reads, not the memory map: a shrunk file is no SIGBUS
+                            rows = read_rows(diffraction, members)
+                        except DataError as err:
+                            raise UsageError(str(err)) from None
+                        write(np.moveaxis(rows, 1, -1))
             if "probeGuess" in data:
                 writer.add("probeGuess", data["probeGuess"])
             writer.add("global_offsets", groups.global_offsets)
@@ -364,6 +480,16 @@ def simulate(args) -> int:
 
     if args.N > args.size:
         raise UsageError(f"--N {args.N} is larger than the object (--size {args.size})")
+    from ptycho._memory import available_memory
+    from ptycho.demo import demo_bytes
+
+    need, available = demo_bytes(args.size, args.N, args.count), available_memory()
+    if available is not None and need > available:
+        raise UsageError(
+            f"--size {args.size}, --N {args.N} and --count {args.count} would need "
+            f"{need / 2**30:.1f} GiB of memory, more than the {available / 2**30:.1f} GiB "
+            "available; choose a smaller --size or --count"
+        )
     data = demo_dataset(args.size, args.N, args.count, args.seed)
     save_npz(output, data, force=args.force)
     print(f"wrote {output}: {args.count} positions, object {args.size}x{args.size}, N={args.N}")

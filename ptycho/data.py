@@ -9,35 +9,113 @@
 | `Y` (optional) | `(n, N, N)` | complex64 ground-truth patches |
 | `scan_index` (optional) | `(n,)` | int |
 
-Arrays stored uncompressed are memory-mapped straight from the file, so a large
-`diffraction` array is neither read into memory nor copied; compressed ones are read
-once. Every check names the key it failed on.
+Arrays stored uncompressed in the contract's dtype are memory-mapped straight from the
+file, so a large `diffraction` array is neither read into memory nor copied; compressed
+ones, and those converted to the contract's dtype, are read once. Every check names the
+key it failed on.
+
+Files come from users, and are read as if they were hostile. Only the members that are
+used are read; the others are only listed. The `.npy` header of each member used is read
+first (of a compressed member, only its header is decompressed): the size it declares must
+agree with the zip directory, and the arrays that will be held in memory must fit in the
+free memory, before any data is read. Decompression never produces more than the declared
+size, and every member read is checked against its CRC-32, memory-mapped ones too, in the
+same single pass that checks its values. Whatever a damaged file makes `zipfile`, `zlib`,
+`bz2`, `lzma` or `numpy.lib.format` raise becomes a :class:`DataError` of one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import math
+import mmap
 import os
-import tempfile
+import stat
+import struct
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from ptycho import _memory
+from ptycho._files import atomic_path
+
+try:
+    import lzma
+except ImportError:  # Python built without liblzma: its members are refused
+    lzma = None
+
 __all__ = [
+    "ArrayLayout",
     "DataError",
     "Dataset",
     "NpzWriter",
     "atomic_path",
     "check_names",
+    "dataset_layout",
     "load_dataset",
     "open_npz_arrays",
+    "read_rows",
     "save_npz",
 ]
 
 KEYS = ("objectGuess", "probeGuess", "xcoords", "ycoords", "diffraction", "Y", "scan_index")
 OLD_NAMES = {"diff3d": "diffraction"}
+
+# Each key's rank, the dtype kinds accepted, and the dtype it is converted to.
+_CONTRACT = {
+    "objectGuess": (2, "fc", np.dtype(np.complex64)),
+    "probeGuess": (2, "fc", np.dtype(np.complex64)),
+    "xcoords": (1, "fiu", np.dtype(np.float64)),
+    "ycoords": (1, "fiu", np.dtype(np.float64)),
+    "diffraction": (3, "fiu", np.dtype(np.float32)),
+    "Y": (3, "fc", np.dtype(np.complex64)),
+    "scan_index": (1, "iu", np.dtype(np.int64)),
+}
+
+_BLOCK = 2**22  # bytes of a member read, checked and converted at a time
+_INPUT = 2**20  # compressed bytes read at a time
+_MAX_HEADER = 10_000  # the longest .npy header read, as in numpy.lib.format
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file header
+_ENCRYPTED, _LZMA_END_MARKER, _PATCHED, _STRONG_ENCRYPTION = 0x1, 0x2, 0x20, 0x40
+_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
+# What zipfile, zlib, bz2 (OSError, EOFError, ValueError), lzma and numpy.lib.format raise
+# on malformed input. Each is caught only around a call that parses or decompresses the
+# file; MemoryError and OSError are handled apart.
+_MALFORMED = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    ValueError,  # with UnicodeDecodeError: a name that is not UTF-8
+    NotImplementedError,
+    RuntimeError,  # with RecursionError
+    struct.error,
+    OverflowError,
+    IndexError,
+    KeyError,
+    TypeError,
+    SyntaxError,
+    tokenize.TokenError,  # numpy re-reads a bad header as Python 2 text
+    *((lzma.LZMAError,) if lzma else ()),
+)
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class DataError(ValueError):
@@ -58,6 +136,17 @@ def load_dataset(
 ) -> Dataset:
     """Read and validate a dataset file.
 
+    Only the file's members for the contract's keys (or their old names, or the names
+    given in `names`) are read; the others are not. The shapes and dtypes their `.npy`
+    headers declare are checked, and the memory the arrays will take, before any data is
+    read. Then each member is read once: its CRC-32 is checked, and its values, converted
+    to the contract's dtype, must be finite.
+
+    Arrays stored uncompressed in the contract's dtype are returned memory-mapped (see
+    :func:`open_npz_arrays`): the file must not be truncated while they are in use, or
+    reading them kills the process with SIGBUS, which is inherent to memory maps. Read
+    their rows with :func:`read_rows` to get a `DataError` instead.
+
     Args:
         path: an `.npz` file in the contract.
         require: keys that must be present (others are validated when present).
@@ -70,30 +159,54 @@ def load_dataset(
         are left out.
 
     Raises:
-        DataError: the file is missing, not an NPZ file, truncated or corrupt, or a key is
-            missing or has the wrong shape, dtype or non-finite values.
+        DataError: the file is missing, not a regular file, not an NPZ file, truncated,
+            corrupt or too large for the free memory, or a key is missing or has the wrong
+            shape or dtype, or values that are not finite in the contract's dtype.
         ValueError: `names` maps a key that is not in the contract.
     """
     names = check_names(names or {})
-    arrays = open_npz_arrays(path)
-    renamed = {}
-    for key, stored in names.items():
-        if stored not in arrays:
-            raise DataError(
-                f"{path}: missing key '{stored}' (named for '{key}'; the file has {sorted(arrays)})"
-            )
-        renamed[OLD_NAMES.get(key, key)] = arrays[stored]
-    arrays.update(renamed)
-    for old, new in OLD_NAMES.items():
-        if old in arrays and new not in arrays:
-            arrays[new] = arrays.pop(old)
-    for key in require:
-        if key not in arrays:
-            raise DataError(f"{path}: missing key '{key}' (the file has {sorted(arrays)})")
-    data = Dataset((key, arrays[key]) for key in KEYS if key in arrays)
-    data.source_dtypes = {key: value.dtype for key, value in data.items()}
-    _validate(data, path)
+    with _Archive(path) as archive:
+        members, targets = _plan(archive, names, require)
+        _check_memory(archive.path, [(members[key], targets[key]) for key in members])
+        data = Dataset(
+            (key, archive.array(member, targets[key], key=key)) for key, member in members.items()
+        )
+    data.source_dtypes = {key: member.dtype for key, member in members.items()}
     return data
+
+
+class ArrayLayout(NamedTuple):
+    """What :func:`load_dataset` will return for one key, and the bytes it will hold in
+    memory (0 for an array memory-mapped from the file)."""
+
+    shape: tuple
+    dtype: np.dtype
+    held: int
+
+
+def dataset_layout(
+    path,
+    require: Iterable[str] = ("objectGuess", "xcoords", "ycoords"),
+    names: Mapping[str, str] | None = None,
+) -> dict:
+    """The shapes and dtypes :func:`load_dataset` would return, read from the headers.
+
+    No data is read: of a compressed member, only its header is decompressed. The checks
+    that need only the headers are made (keys, shapes, dtypes, sizes), so that a caller
+    can check the memory a whole computation will need before reading any array.
+
+    Returns:
+        `{key: ArrayLayout(shape, dtype, held)}` for the keys `load_dataset` would return,
+        in the contract's dtypes; `held` is the bytes held in memory once loaded.
+    """
+    names = check_names(names or {})
+    with _Archive(path) as archive:
+        members, targets = _plan(archive, names, require)
+    layout = {}
+    for key, member in members.items():
+        held = member.count * targets[key].itemsize if _held(member, targets[key]) else 0
+        layout[key] = ArrayLayout(member.shape, targets[key], held)
+    return layout
 
 
 def check_names(names: Mapping[str, str]) -> dict:
@@ -106,145 +219,570 @@ def check_names(names: Mapping[str, str]) -> dict:
     return dict(names)
 
 
-def _validate(data: dict, path) -> None:
+def open_npz_arrays(path, keys: Iterable[str] | None = None, verify: bool = True) -> dict:
+    """Arrays of an NPZ file: memory-mapped when stored uncompressed, else read once.
+
+    Each member read is checked as :func:`load_dataset` checks them (its header, sizes,
+    CRC-32, and the memory it needs), but its values are not.
+
+    Args:
+        path: an `.npz` file.
+        keys: the names of the arrays to read (the file's member names without `.npy`);
+            those the file lacks are left out. By default every array is read.
+        verify: whether memory-mapped arrays are checked against their CRC-32 too, which
+            reads each once. Compressed arrays are always checked, as they are read.
+
+    Returns:
+        A dict of arrays by name; those stored uncompressed are `numpy.memmap` arrays. The
+        file must not be truncated while they are in use (see :func:`load_dataset`).
+
+    Raises:
+        DataError: the file is missing, unreadable, corrupt or holds no arrays.
+    """
+    with _Archive(path) as archive:
+        if not archive.infos:
+            raise DataError(f"{archive.path}: the file holds no arrays")
+        wanted = archive.names if keys is None else dict.fromkeys(keys)
+        members = {key: archive.member(key) for key in wanted if key in archive.infos}
+        _check_memory(archive.path, [(member, member.dtype) for member in members.values()])
+        return {key: archive.array(member, verify=verify) for key, member in members.items()}
+
+
+def read_rows(array: np.ndarray, rows) -> np.ndarray:
+    """`array[rows]` for integer `rows`, read with file reads when `array` is memory-mapped.
+
+    A memory map reads its file when it is indexed, and if the file has been truncated
+    meanwhile the process is killed (SIGBUS). The rows of an array memory-mapped in C order
+    by :func:`open_npz_arrays` or :func:`load_dataset` are read here with ordinary reads,
+    contiguous rows together and in increasing order, so that a file that shrank gives a
+    :class:`DataError`. Other arrays are indexed as usual.
+    """
+    rows = np.asarray(rows)
+    mapped = (
+        isinstance(array, np.memmap)
+        and isinstance(array.base, mmap.mmap)  # the map itself, not a view of it
+        and array.filename is not None
+        and array.ndim >= 1
+        and array.flags.c_contiguous
+        and rows.dtype.kind in "iu"
+    )
+    if not mapped:
+        return array[rows]
+    length, flat = len(array), rows.reshape(-1)
+    if flat.size and (int(flat.min()) < -length or int(flat.max()) >= length):
+        return array[rows]  # numpy raises its IndexError
+    flat = flat.astype(np.int64)
+    flat[flat < 0] += length
+    unique, inverse = np.unique(flat, return_inverse=True)
+    shape = array.shape[1:]
+    out = np.empty((unique.size, *shape), array.dtype)
+    if not unique.size:
+        return out.reshape(*rows.shape, *shape)
+    row_bytes = array.dtype.itemsize * math.prod(shape)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    runs = np.flatnonzero(np.diff(unique) != 1) + 1  # where contiguous runs of rows start
+    with _open_input(Path(array.filename)) as handle:
+        status = os.fstat(handle.fileno())
+        if getattr(array, "file_identity", None) not in (None, (status.st_dev, status.st_ino)):
+            raise DataError(f"{array.filename}: the file was replaced while it was read")
+        for first, end in zip(np.r_[0, runs], np.r_[runs, unique.size], strict=True):
+            span = slice(int(first) * row_bytes, int(end) * row_bytes)
+            offset = array.offset + int(unique[first]) * row_bytes
+            if _read_into(handle, view[span], offset) < span.stop - span.start:
+                raise DataError(
+                    f"{array.filename}: the file changed while it was read "
+                    "(it is now shorter than the arrays it held)"
+                )
+    if unique.size == flat.size and (unique == flat).all():
+        return out.reshape(*rows.shape, *shape)
+    return out[inverse].reshape(*rows.shape, *shape)
+
+
+def _plan(archive: _Archive, names: dict, require: Iterable[str]) -> tuple[dict, dict]:
+    """The members read for the contract's keys, their headers checked, and the dtype of
+    each key."""
+    sources = _sources(archive, names, require)
+    members = {key: archive.member(sources[key]) for key in KEYS if key in sources}
+    _check_layout(archive.path, {key: (m.shape, m.dtype) for key, m in members.items()})
+    return members, {key: _CONTRACT[key][2] for key in members}
+
+
+def _sources(archive: _Archive, names: dict, require: Iterable[str]) -> dict:
+    """The member read for each contract key the file holds."""
+    listed = archive.infos
+    if not listed:
+        raise DataError(f"{archive.path}: the file holds no arrays")
+    sources = {key: key for key in KEYS if key in listed}
+    for key, stored in names.items():
+        if stored not in listed:
+            raise DataError(
+                f"{archive.path}: missing key '{stored}' "
+                f"(named for '{key}'; the file has {archive.names})"
+            )
+        sources[OLD_NAMES.get(key, key)] = stored
+    for old, new in OLD_NAMES.items():
+        if old in listed and new not in sources:
+            sources[new] = old
+    for key in require:
+        if key not in sources:
+            raise DataError(f"{archive.path}: missing key '{key}' (the file has {archive.names})")
+    return sources
+
+
+def _check_layout(path: Path, layout: dict) -> None:
+    """Check the shapes and dtypes the headers declare, `{key: (shape, dtype)}`."""
+
     def fail(key, message):
         raise DataError(f"{path}: key '{key}' {message}")
 
-    def check(key, rank, kinds, dtype):
-        value = data[key]
-        if value.ndim != rank:
-            fail(key, f"must have {rank} dimensions, found shape {value.shape}")
-        if value.dtype.kind not in kinds:
-            fail(key, f"must be {dtype}, found {value.dtype}")
-        if value.size == 0:
-            fail(key, f"must not be empty, found shape {value.shape}")
-        if value.dtype.kind in "fc" and not _all_finite(value):
-            fail(key, "holds NaN or infinite values")
-        if value.dtype != np.dtype(dtype) and value.dtype.kind in kinds:
-            data[key] = value.astype(dtype)
-
-    if "objectGuess" in data:
-        check("objectGuess", 2, "fc", np.complex64)
-    if "probeGuess" in data:
-        check("probeGuess", 2, "fc", np.complex64)
-        if data["probeGuess"].shape[0] != data["probeGuess"].shape[1]:
-            fail("probeGuess", f"must be square, found shape {data['probeGuess'].shape}")
-    for key in ("xcoords", "ycoords"):
-        if key in data:
-            check(key, 1, "fiu", np.float64)
-    if "xcoords" in data and "ycoords" in data and len(data["xcoords"]) != len(data["ycoords"]):
-        fail("ycoords", f"has {len(data['ycoords'])} values but xcoords has {len(data['xcoords'])}")
-    count = len(data["xcoords"]) if "xcoords" in data else None
-    for key, kinds, dtype in (("diffraction", "fiu", np.float32), ("Y", "fc", np.complex64)):
-        if key in data:
-            check(key, 3, kinds, dtype)
-            if count is not None and data[key].shape[0] != count:
-                fail(key, f"has {data[key].shape[0]} patterns but there are {count} positions")
-    if "scan_index" in data:
-        check("scan_index", 1, "iu", np.int64)
-        if count is not None and len(data["scan_index"]) != count:
-            fail("scan_index", f"has {len(data['scan_index'])} values, expected {count}")
+    for key, (shape, dtype) in layout.items():
+        rank, kinds, contract = _CONTRACT[key]
+        if len(shape) != rank:
+            fail(key, f"must have {rank} dimensions, found shape {shape}")
+        if dtype.kind not in kinds:
+            fail(key, f"must be {contract}, found {dtype}")
+        if math.prod(shape) == 0:
+            fail(key, f"must not be empty, found shape {shape}")
+    shapes = {key: shape for key, (shape, _) in layout.items()}
+    if "probeGuess" in shapes and shapes["probeGuess"][0] != shapes["probeGuess"][1]:
+        fail("probeGuess", f"must be square, found shape {shapes['probeGuess']}")
+    count = shapes["xcoords"][0] if "xcoords" in shapes else None
+    if count is not None and "ycoords" in shapes and shapes["ycoords"][0] != count:
+        fail("ycoords", f"has {shapes['ycoords'][0]} values but xcoords has {count}")
+    for key, what in (("diffraction", "patterns"), ("Y", "patches")):
+        if count is not None and key in shapes and shapes[key][0] != count:
+            fail(key, f"has {shapes[key][0]} {what} but there are {count} positions")
+    if count is not None and "scan_index" in shapes and shapes["scan_index"][0] != count:
+        fail("scan_index", f"has {shapes['scan_index'][0]} values, expected {count}")
 
 
-def _all_finite(value: np.ndarray, chunk: int = 2**24) -> bool:
-    flat = value.reshape(-1)
-    return all(np.isfinite(flat[i : i + chunk]).all() for i in range(0, flat.size, chunk))
+def _check_memory(path: Path, reads: list) -> None:
+    """Refuse, before any data is read, arrays that would not fit in the free memory.
+
+    `reads` holds `(member, dtype)` pairs. A member is held in memory when it is
+    compressed or converted to another dtype; memory-mapped ones are not counted. A
+    block of the streaming pass (its data, and its finiteness mask) is added.
+    """
+    held = sorted(
+        ((m.count * dtype.itemsize, m.name) for m, dtype in reads if _held(m, dtype)),
+        reverse=True,
+    )
+    need = sum(nbytes for nbytes, _ in held)
+    need += 2 * min(_BLOCK, max((m.nbytes for m, _ in reads), default=0))
+    available = _memory.available_memory()
+    if available is not None and need > available:
+        what = "a block of its arrays"
+        if held:
+            what = f"{held[0][1]} ({_size(held[0][0])})"
+            what += f" and {len(held) - 1} smaller arrays" if len(held) > 1 else ""
+        raise DataError(
+            f"{path}: reading {what} would need {_size(need)} of memory, more than the "
+            f"{_size(available)} available"
+        )
 
 
-def open_npz_arrays(path) -> dict:
-    """All arrays of an NPZ file: memory-mapped when stored uncompressed, else read once."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
-            arrays = {}
-            for info in members:
-                key = info.filename[: -len(".npy")]
-                if info.compress_type == zipfile.ZIP_STORED:
-                    arrays[key] = _map_member(path, archive, info)
+def _held(member: _Member, dtype: np.dtype) -> bool:
+    return member.inflate is not None or dtype != member.dtype
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+@dataclass
+class _Member:
+    """A member whose `.npy` header has been read, ready for its data to be read."""
+
+    name: str  # the member's name in the zip file, `KEY.npy`
+    where: str  # "PATH: member 'KEY.npy'", for messages
+    info: zipfile.ZipInfo
+    start: int  # the file offset of the member's (stored or compressed) bytes
+    header: bytes  # the .npy header, covered by the CRC-32 with the data
+    shape: tuple
+    fortran: bool
+    dtype: np.dtype
+    inflate: _Inflate | None  # a compressed member's data, after the header
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.dtype.itemsize
+
+
+class _Archive:
+    """An NPZ file open for reading: the names of its arrays, and each read on request."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.handle = _open_input(self.path)
+        try:
+            self.size = os.fstat(self.handle.fileno()).st_size
+            with _faults(str(self.path), ": not a readable NPZ file"):
+                self.zip = zipfile.ZipFile(self.handle)
+        except BaseException:
+            self.handle.close()
+            raise
+        self.infos: dict[str, list] = {}  # the members by array name, in file order
+        for info in self.zip.infolist():
+            if info.filename.endswith(".npy"):
+                self.infos.setdefault(info.filename[: -len(".npy")], []).append(info)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.zip.close()
+        self.handle.close()
+
+    @property
+    def names(self) -> list:
+        return sorted(self.infos)
+
+    def member(self, key: str) -> _Member:
+        """Read the headers of member `KEY.npy` and check what they declare."""
+        infos = self.infos[key]
+        info = infos[0]
+        where = f"{self.path}: member '{info.filename}'"
+        if len(infos) > 1:
+            raise DataError(f"{where} appears {len(infos)} times")
+        method = info.compress_type
+        if info.flag_bits & (_ENCRYPTED | _STRONG_ENCRYPTION):
+            raise DataError(f"{where} is encrypted")
+        if method not in _METHODS:
+            raise DataError(
+                f"{where} uses compression method {method}, which is not supported "
+                f"(methods {', '.join(f'{n} ({name})' for n, name in _METHODS.items())} are)"
+            )
+        if method == zipfile.ZIP_LZMA and lzma is None:
+            raise DataError(f"{where} is compressed with lzma, which this Python lacks")
+        if info.flag_bits & _PATCHED:
+            raise DataError(f"{where} holds patched data, which is not supported")
+        local = b""
+        if info.header_offset + _LOCAL_HEADER.size <= self.size:
+            local = _read_at(self.handle, info.header_offset, _LOCAL_HEADER.size)
+        if len(local) < _LOCAL_HEADER.size or local[:4] != b"PK\x03\x04":
+            raise DataError(f"{where} is corrupt (no local file header where the directory says)")
+        _, _, flags, local_method, *_, name_length, extra_length = _LOCAL_HEADER.unpack(local)
+        if flags & (_ENCRYPTED | _STRONG_ENCRYPTION):
+            raise DataError(f"{where} is encrypted")
+        if local_method != method:
+            raise DataError(
+                f"{where} is corrupt (compression method {local_method} in its local header, "
+                f"{method} in the zip directory)"
+            )
+        start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+        if start + info.compress_size > self.size:
+            raise DataError(f"{where} is truncated (the file ends before its data does)")
+        if method == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise DataError(
+                f"{where} is corrupt (stored, but its sizes in the zip directory differ: "
+                f"{info.compress_size} and {info.file_size})"
+            )
+        inflate = None
+        if method == zipfile.ZIP_STORED:
+            position = start
+
+            def read(n: int) -> bytes:
+                nonlocal position
+                data = _read_at(self.handle, position, n)
+                position += n
+                if len(data) < n:
+                    raise DataError(f"{where}: the file changed while it was read")
+                return data
+
+        else:
+            inflate = _Inflate(self.handle, where, info, start)
+            read = inflate.read
+        header, (shape, fortran, dtype) = _npy_header(read, info.file_size, where)
+        if dtype.hasobject:
+            raise DataError(f"{where} holds Python objects, which are never read")
+        if dtype.subdtype is not None:
+            raise DataError(f"{where} declares a sub-array dtype {dtype}, which is not read")
+        if any(n < 0 or n >= 2**63 for n in shape) or math.prod(shape) >= 2**63:
+            raise DataError(f"{where} declares an impossible shape {shape}")
+        declared = len(header) + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        if declared != info.file_size:
+            raise DataError(
+                f"{where} is corrupt: its .npy header declares {declared} bytes ({shape} "
+                f"{dtype}), the zip directory {info.file_size}"
+            )
+        return _Member(info.filename, where, info, start, header, shape, fortran, dtype, inflate)
+
+    def array(self, member: _Member, dtype=None, key: str | None = None, verify: bool = True):
+        """The member's array, converted to `dtype`, after one pass over its data.
+
+        The pass checks the CRC-32 and, when `key` is given, that the converted values are
+        finite (a failure names `key`). A member stored in `dtype` is memory-mapped: the
+        pass then only checks (and is skipped when neither `verify` nor `key` asks for it).
+        """
+        dtype = member.dtype if dtype is None else np.dtype(dtype)
+        mapped = member.inflate is None and dtype == member.dtype
+        if mapped and not verify and key is None:
+            return self._map(member)
+        flat = None if mapped else np.empty(member.count, dtype)
+        check = key is not None and dtype.kind in "fc"
+        problem, done = None, 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            for block in self._blocks(member):
+                values = np.frombuffer(block, member.dtype)
+                converted = values
+                if flat is not None:
+                    converted = flat[done : done + values.size]
+                    np.copyto(converted, values, casting="unsafe")
+                    done += values.size
+                if check and problem is None and not _all_finite(converted):
+                    problem = (
+                        "holds NaN or infinite values"
+                        if converted is values or not _all_finite(values)
+                        else f"holds values beyond the {dtype} range"
+                    )
+        if problem:  # reported once the CRC-32 has shown that the data is intact
+            raise DataError(f"{self.path}: key '{key}' {problem}")
+        if flat is None:
+            return self._map(member)
+        return flat.reshape(member.shape, order="F" if member.fortran else "C")
+
+    def _blocks(self, member: _Member) -> Iterator[memoryview]:
+        """The member's data in blocks of whole items, read once with file reads (never
+        through a memory map). Its CRC-32 and, compressed, the end of its stream are
+        checked after the last block."""
+        itemsize = max(member.dtype.itemsize, 1)
+        block = max(itemsize, _BLOCK // itemsize * itemsize)
+        left = member.nbytes
+        crc = zlib.crc32(member.header)
+        if member.inflate is None:
+            position = member.start + len(member.header)
+            buffer = memoryview(bytearray(min(block, left)))
+            while left:
+                chunk = buffer[: min(block, left)]
+                if _read_into(self.handle, chunk, position) < len(chunk):
+                    raise DataError(f"{member.where}: the file changed while it was read")
+                crc = zlib.crc32(chunk, crc)
+                yield chunk
+                position += len(chunk)
+                left -= len(chunk)
+        else:
+            while left:
+                data = member.inflate.read(min(block, left))
+                crc = zlib.crc32(data, crc)
+                yield memoryview(data)
+                left -= len(data)
+            member.inflate.finish()
+        if crc != member.info.CRC:
+            raise DataError(f"{member.where} is corrupt (bad CRC-32)")
+
+    def _map(self, member: _Member) -> np.ndarray:
+        order = "F" if member.fortran else "C"
+        if member.nbytes == 0:
+            return np.empty(member.shape, member.dtype, order=order)
+        offset = member.start + len(member.header)
+        shape, dtype = member.shape, member.dtype
+        mapped = np.memmap(
+            self.handle, dtype=dtype, mode="r", offset=offset, shape=shape, order=order
+        )
+        status = os.fstat(self.handle.fileno())
+        mapped.file_identity = (status.st_dev, status.st_ino)  # checked by `read_rows`
+        return mapped
+
+
+class _Inflate:
+    """The uncompressed bytes of a compressed member, in order, never more than declared."""
+
+    def __init__(self, handle, where: str, info: zipfile.ZipInfo, start: int):
+        self.handle, self.where, self.info = handle, where, info
+        self.position, self.left = start, info.compress_size  # compressed bytes not yet read
+        self.produced = 0
+        self.deflate = info.compress_type == zipfile.ZIP_DEFLATED
+        with _faults(where, " is corrupt"):
+            if self.deflate:
+                self.engine = zlib.decompressobj(-zlib.MAX_WBITS)
+            elif info.compress_type == zipfile.ZIP_BZIP2:
+                import bz2
+
+                self.engine = bz2.BZ2Decompressor()
+            else:
+                self.engine = self._lzma()
+
+    def _lzma(self):
+        # The zip format's LZMA header: the SDK version (2 bytes), the size of the
+        # properties (2 bytes), then the properties of a raw LZMA1 stream.
+        head = self._input(4)
+        props = self._input(int.from_bytes(head[2:4], "little"))
+        if len(head) < 4 or len(props) != 5 or props[0] >= 9 * 5 * 5:
+            raise DataError(f"{self.where} is corrupt (bad LZMA properties)")
+        # A dictionary larger than the member is never used: a hostile size (up to 4 GiB)
+        # must not be allocated.
+        size = min(int.from_bytes(props[1:], "little"), max(self.info.file_size, 4096))
+        lc, lp, pb = props[0] % 9, props[0] // 9 % 5, props[0] // 45
+        options = {"id": lzma.FILTER_LZMA1, "dict_size": size, "lc": lc, "lp": lp, "pb": pb}
+        return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[options])
+
+    def _input(self, n: int | None = None) -> bytes:
+        n = min(_INPUT if n is None else n, self.left)
+        data = _read_at(self.handle, self.position, n)
+        if len(data) < n:
+            raise DataError(f"{self.where}: the file changed while it was read")
+        self.position += n
+        self.left -= n
+        return data
+
+    def _step(self, limit: int) -> bytes:
+        """Up to `limit` more bytes; empty at the end of the stream or of its data."""
+        engine = self.engine
+        with _faults(self.where, " is corrupt"):
+            while not engine.eof:
+                if self.deflate:
+                    data = engine.unconsumed_tail or self._input()
                 else:
-                    with archive.open(info) as member:
-                        arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
-        raise DataError(f"{path}: not a readable NPZ file ({err})") from None
-    except ValueError as err:  # a member that is not a valid .npy array, or holds objects
-        raise DataError(f"{path}: corrupt NPZ member ({err})") from None
-    if not arrays:
-        raise DataError(f"{path}: the file holds no arrays")
-    return arrays
+                    data = self._input() if engine.needs_input else b""
+                out = engine.decompress(data, limit)
+                if out:
+                    return out
+                # Nothing came of no input: the end of the data, unless bz2 or lzma (whose
+                # `needs_input` is False after any output cut at `limit`) now asks for more.
+                if not data and (self.deflate or not engine.needs_input or not self.left):
+                    break
+        return b""
+
+    def read(self, n: int) -> bytes:
+        """Exactly `n` more bytes."""
+        parts = []
+        while n > 0:
+            out = self._step(n)
+            if not out:
+                raise DataError(
+                    f"{self.where} is corrupt: its data ends after {self.produced} of the "
+                    f"{self.info.file_size} bytes the zip directory declares"
+                )
+            parts.append(out)
+            n -= len(out)
+            self.produced += len(out)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def finish(self) -> None:
+        """Check that the stream ends where the zip directory says."""
+        if self._step(1):
+            raise DataError(
+                f"{self.where} is corrupt: it holds more than the {self.info.file_size} "
+                "bytes the zip directory declares"
+            )
+        # An LZMA stream may end without an end marker, when its flags say so.
+        marker = self.deflate or self.info.compress_type == zipfile.ZIP_BZIP2
+        marker = marker or self.info.flag_bits & _LZMA_END_MARKER
+        if marker and not self.engine.eof:
+            raise DataError(f"{self.where} is corrupt: its compressed stream is cut short")
 
 
-def _map_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    """Memory-map one uncompressed `.npy` member of a zip file."""
-    with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        read_header = {
-            (1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0,
-        }.get(version)
-        if read_header is None:
-            raise ValueError(f"unsupported .npy version {version} in {info.filename}")
-        shape, fortran, dtype = read_header(member)
-        header = member.tell()
-    if dtype.hasobject:
-        raise ValueError(f"{info.filename} holds Python objects")
-    with open(path, "rb") as handle:  # the member's data starts after its local header
-        handle.seek(info.header_offset + 26)
-        name_length = int.from_bytes(handle.read(2), "little")
-        extra_length = int.from_bytes(handle.read(2), "little")
-    start = info.header_offset + 30 + name_length + extra_length + header
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if start + nbytes > path.stat().st_size or nbytes != info.file_size - header:
-        raise EOFError(f"{info.filename} is truncated")
-    if nbytes == 0:
-        return np.empty(shape, dtype, order="F" if fortran else "C")
-    order = "F" if fortran else "C"
-    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order=order)
+def _all_finite(values: np.ndarray) -> bool:
+    if values.dtype.kind == "c":  # as real and imaginary parts, which numpy checks faster
+        order, size = values.dtype.byteorder, values.dtype.itemsize // 2
+        values = values.view(np.dtype(f"{order}f{size}"))
+    return bool(np.isfinite(values).all())
+
+
+def _npy_header(read, limit: int, where: str) -> tuple[bytes, tuple]:
+    """Read a `.npy` header with `read(n)`, taking at most `limit` bytes: the header's
+    bytes and `(shape, fortran_order, dtype)`."""
+    taken = bytearray()
+
+    def take(n: int) -> bytes:
+        if len(taken) + n > limit:
+            raise DataError(f"{where} is not a .npy array (it ends inside its header)")
+        taken.extend(read(n))
+        return bytes(taken[-n:])
+
+    with _faults(where, " is not a .npy array"):
+        version = np.lib.format.read_magic(io.BytesIO(take(8)))
+    if version not in ((1, 0), (2, 0)):
+        raise DataError(f"{where} has .npy format version {version}; 1.0 and 2.0 are read")
+    length = int.from_bytes(take(2 if version == (1, 0) else 4), "little")
+    if length > _MAX_HEADER:
+        raise DataError(f"{where} has a .npy header of {length} bytes, more than {_MAX_HEADER}")
+    take(length)
+    parse = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    with _faults(where, " is not a .npy array"):
+        fields = parse[version](io.BytesIO(bytes(taken[8:])), max_header_size=_MAX_HEADER)
+    return bytes(taken), fields
 
 
 @contextlib.contextmanager
-def atomic_path(target, force: bool = False) -> Iterator[Path]:
-    """A temporary path beside `target` that replaces it only when the block succeeds.
-
-    An interrupted or failed write leaves no partial file at `target`; the temporary
-    file is removed. Without `force`, an existing `target` is never overwritten.
-    """
-    target = Path(target)
-    if target.exists() and not force:
-        raise FileExistsError(f"{target}: already exists (use --force to overwrite)")
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(handle)
-    temporary = Path(name)
-    temporary.chmod(0o666 & ~_umask())  # the permissions of a plainly created file
+def _faults(where: str, problem: str) -> Iterator[None]:
+    """Turn what a malformed file makes the parsers raise into one `DataError`:
+    `f"{where}{problem} (why)"`, or that there is not enough memory."""
     try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, target)
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            directory = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
+        yield
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{where}: not enough memory to read it") from None
+    except OSError as err:  # bz2's errors on bad data have no errno; the disk's have one
+        raise DataError(f"{where}{problem} ({err.strerror if err.errno else err})") from None
+    except _MALFORMED as err:
+        raise DataError(f"{where}{problem} ({err or type(err).__name__})") from None
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where the system allows."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
+def _open_input(path: Path) -> _InputFile:
+    """Open a regular file for reading; anything else is refused without being opened."""
+    try:
+        _check_regular(path, os.stat(path).st_mode)
+        handle = _InputFile(path)
+        try:  # what was opened: a FIFO put there since is not waited on (O_NONBLOCK)
+            _check_regular(path, os.fstat(handle.fileno()).st_mode)
+        except BaseException:
+            handle.close()
+            raise
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"{path}: no such file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be opened ({err.strerror or err})") from None
+    return handle
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a directory")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
+        raise DataError(f"{path}: is not a regular file ({kind})")
+
+
+class _InputFile(io.FileIO):
+    """A file opened without blocking (O_NONBLOCK), whose `read(n)` never allocates more
+    than the file holds, whatever size a damaged zip directory gives `zipfile` to read."""
+
+    def __init__(self, path: Path):
+        flags = os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+        super().__init__(os.fspath(path), "r", opener=lambda p, f: os.open(p, f | flags))
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(0, os.fstat(self.fileno()).st_size - self.tell()))
+        return super().read(size)
+
+
+def _read_into(handle: io.FileIO, view: memoryview, offset: int) -> int:
+    """Fill `view` from `offset` with file reads; the number of bytes read."""
+    handle.seek(offset)
+    done = 0
+    while done < len(view):
+        n = handle.readinto(view[done:])
+        if not n:
+            break
+        done += n
+    return done
+
+
+def _read_at(handle: io.FileIO, offset: int, n: int) -> bytes:
+    buffer = bytearray(n)
+    return bytes(buffer[: _read_into(handle, memoryview(buffer), offset)])
 
 
 def save_npz(path, arrays: dict, force: bool = False) -> None:

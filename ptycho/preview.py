@@ -24,7 +24,8 @@ def write_preview(path, obj, groups, patches_file, N: int, count: int = 8) -> No
         raise ImportError("--preview needs matplotlib: pip install matplotlib") from err
     from ptycho.data import open_npz_arrays
 
-    Y = open_npz_arrays(patches_file)["Y"]  # memory-mapped: only the shown patches are read
+    # Our own file, just written: memory-mapped, only the shown patches are read.
+    Y = open_npz_arrays(patches_file, keys=["Y"], verify=False)["Y"]
     picks = np.linspace(0, len(Y) - 1, min(count, len(Y))).astype(int)
     positions = groups.positions[:, 0]  # (G, 2, c)
     fig = plt.figure(figsize=(2 * max(len(picks), 4), 9), layout="constrained")

@@ -144,12 +144,12 @@ def test_read_only_output_directory(dataset, tmp_path, capsys, monkeypatch):
     if os.access(locked, os.W_OK):  # root writes anywhere: refuse the file as the OS would
         import errno
 
-        from ptycho import data
+        from ptycho import _files
 
         def refuse(*args, **kwargs):
             raise PermissionError(errno.EACCES, "Permission denied", str(kwargs.get("dir")))
 
-        monkeypatch.setattr(data.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(_files.tempfile, "mkstemp", refuse)
     try:
         status, _, err = run(capsys, "extract", dataset, "-o", locked / "out.npz", "--N", 16)
         assert status == 2 and len(err.strip().splitlines()) == 1

@@ -5,7 +5,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from ptycho.data import DataError, atomic_path, load_dataset, open_npz_arrays, save_npz
+from ptycho.data import (
+    DataError,
+    atomic_path,
+    dataset_layout,
+    load_dataset,
+    open_npz_arrays,
+    save_npz,
+)
 
 
 def small_dataset(rng, n=12, N=8):
@@ -134,3 +141,42 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def damage(path, key):
+    """Flip the last byte of a stored member's data: its CRC-32 fails when it is read."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+    content = bytearray(path.read_bytes())
+    at = info.header_offset
+    start = at + 30 + int.from_bytes(content[at + 26 : at + 28], "little")
+    start += int.from_bytes(content[at + 28 : at + 30], "little")
+    content[start + info.compress_size - 1] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+def test_dataset_layout_reads_the_headers_only(rng, tmp_path):
+    data = small_dataset(rng)
+    data["diffraction"] = data["diffraction"].astype(np.float64)  # converted: held
+    save_npz(tmp_path / "data.npz", data)
+    damage(tmp_path / "data.npz", "diffraction")
+    layout = dataset_layout(tmp_path / "data.npz")
+    assert list(layout) == list(data)
+    assert layout["objectGuess"] == ((40, 50), np.complex64, 0)  # memory-mapped
+    assert layout["diffraction"] == ((12, 8, 8), np.float32, 12 * 8 * 8 * 4)
+    assert layout["scan_index"].dtype == np.int64
+    with pytest.raises(DataError, match="bad CRC-32"):
+        load_dataset(tmp_path / "data.npz")
+    np.savez_compressed(tmp_path / "packed.npz", **small_dataset(rng))
+    assert dataset_layout(tmp_path / "packed.npz")["objectGuess"].held == 40 * 50 * 8
+
+
+def test_open_npz_arrays_reads_only_the_keys_asked_for(rng, tmp_path):
+    path = tmp_path / "data.npz"
+    save_npz(path, small_dataset(rng))
+    damage(path, "scan_index")
+    arrays = open_npz_arrays(path, keys=["xcoords", "nothing"])
+    assert list(arrays) == ["xcoords"]
+    with pytest.raises(DataError, match=r"'scan_index\.npy' is corrupt \(bad CRC-32\)"):
+        open_npz_arrays(path)
+    assert isinstance(open_npz_arrays(path, verify=False)["scan_index"], np.memmap)
