@@ -8,7 +8,12 @@ import numpy as np
 
 from ptycho._memory import check_memory
 
-__all__ = ["Groups", "group_positions"]
+__all__ = ["Groups", "group_positions", "grouping_bytes"]
+
+# Temporaries of one block of groups (neighbour lists, random keys, their order).
+_BLOCK_BYTES = 64 * 2**20
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_TOP_SPACING = 2.0**104  # between float32 values in [2**127, 2**128)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ def group_positions(
     `max(neighbors, c)` nearest neighbours (itself included), found with
     `scipy.spatial.cKDTree`. The draw is seeded: the same seed gives the same groups.
 
+    The groups are made in blocks, so that the memory needed beyond the result stays
+    bounded (:func:`grouping_bytes` gives the peak); a request larger than the free
+    memory is refused before anything large is allocated.
+
     Along each axis, the group mean is rounded to a multiple of the float32 spacing of
     the group's largest coordinate (a change of at most half that spacing: 3e-5 pixels at
     500). Then `local = member - mean` is exact in float32, and `global + local` equals
@@ -59,7 +68,8 @@ def group_positions(
     offset.) For `gridsize` 1 the local offsets are zero and the sum is always exact.
 
     Args:
-        xcoords, ycoords: `(n,)` scan positions in object pixels.
+        xcoords, ycoords: `(n,)` scan positions in object pixels, finite and within the
+            float32 range.
         gridsize: group side; `c = gridsize**2` members per group.
         n_groups: number of groups; by default one per scan position.
         neighbors: neighbourhood size `K` the members are drawn from.
@@ -70,43 +80,103 @@ def group_positions(
         raise ValueError(f"xcoords and ycoords differ in length: {x.size} and {y.size}")
     if x.size == 0:
         raise ValueError("there are no scan positions")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("the scan positions hold NaN or infinite values")
-    for name, value in (("gridsize", gridsize), ("neighbors", neighbors)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if n_groups is not None and (
-        isinstance(n_groups, bool) or not isinstance(n_groups, int | np.integer) or n_groups < 1
-    ):
-        raise ValueError(f"n_groups must be a positive int, got {n_groups!r}")
-    c = int(gridsize) ** 2  # a Python int: numpy integers would overflow
+    _check_count(gridsize, "gridsize")
+    _check_count(neighbors, "neighbors")
     if n_groups is not None:
-        check_memory(int(n_groups) * (c * 32 + 16), f"{n_groups} groups")
-    points = np.stack([x, y], axis=1).astype(np.float32)
+        _check_count(n_groups, "n_groups")
+    n, c = x.size, int(gridsize) ** 2  # Python ints: numpy integers would overflow
+    if c > 1 and n < c:
+        raise ValueError(f"gridsize {gridsize} needs at least {c} scan positions, got {n}")
+    count = _group_count(n, c, n_groups)
+    k = min(max(int(neighbors), c), n)
+    check_memory(
+        grouping_bytes(n, int(gridsize), n_groups, int(neighbors)),
+        f"grouping {n} positions into {count} groups of {c} among neighbors={k}",
+    )
+    points = np.empty((n, 2), np.float32)
+    points[:, 0], points[:, 1] = x, y
+    del x, y
+    rows = _block_rows(c, k)
+    global_offsets = np.empty((count, 1, 2, 1), np.float32)
+    local_offsets = np.empty((count, 1, 2, c), np.float32)
     if c == 1:
-        count = x.size if n_groups is None else min(n_groups, x.size)
-        indices = np.arange(count)[:, None]
+        indices = np.arange(count, dtype=np.int64)[:, None]
     else:
-        if x.size < c:
-            raise ValueError(f"gridsize {gridsize} needs at least {c} scan positions, got {x.size}")
+        indices = np.empty((count, c), np.int64)
         from scipy.spatial import cKDTree
 
-        k = min(max(neighbors, c), x.size)
-        _, near = cKDTree(points.astype(np.float64)).query(points.astype(np.float64), k=k)
-        near = near.reshape(x.size, k)
+        points64 = points.astype(np.float64)
+        tree = cKDTree(points64)
         rng = np.random.default_rng(seed)
-        count = x.size if n_groups is None else n_groups
-        starts = rng.choice(x.size, size=count, replace=count > x.size)
-        picks = np.argsort(rng.random((count, k - 1)), axis=1)[:, : c - 1] + 1
-        indices = np.concatenate([near[starts, :1], np.take_along_axis(near[starts], picks, 1)], 1)
-    members = points[indices]  # (G, c, 2) float32
-    mean = members.astype(np.float64).mean(axis=1, keepdims=True)  # (G, 1, 2)
-    spacing = np.spacing(np.abs(members).max(axis=1, keepdims=True)).astype(np.float64)
-    mean = (np.round(mean / spacing) * spacing).astype(np.float32)
-    local = members - mean  # exact: both are multiples of the spacing, and close
-    global_offsets = np.transpose(mean, (0, 2, 1))[:, None]  # (G, 1, 2, 1)
-    local_offsets = np.transpose(local, (0, 2, 1))[:, None]  # (G, 1, 2, c)
-    return Groups(global_offsets, local_offsets, indices.astype(np.int64))
+        starts = rng.choice(n, size=count, replace=count > n)
+    for lo in range(0, count, rows):
+        hi = min(lo + rows, count)
+        if c > 1:
+            # Only this block's neighbour lists and random keys exist at a time. The
+            # generator fills `random((a + b, m))` in the order of `random((a, m))` then
+            # `random((b, m))`, so the draw is the one made for all groups at once.
+            _, near = tree.query(points64[starts[lo:hi]], k=k)
+            picks = np.argsort(rng.random((hi - lo, k - 1)), axis=1)[:, : c - 1] + 1
+            indices[lo:hi, 0] = near[:, 0]
+            indices[lo:hi, 1:] = np.take_along_axis(near, picks, 1)
+            del near, picks
+        members = points[indices[lo:hi]]  # (b, c, 2) float32
+        mean = members.astype(np.float64).mean(axis=1, keepdims=True)  # (b, 1, 2)
+        with np.errstate(over="ignore"):  # the spacing of float32's largest value is inf
+            spacing = np.spacing(np.abs(members).max(axis=1, keepdims=True))
+        spacing = np.minimum(spacing.astype(np.float64), _TOP_SPACING)
+        mean = (np.round(mean / spacing) * spacing).astype(np.float32)
+        with np.errstate(over="ignore"):
+            local = members - mean  # exact: both are multiples of the spacing, and close
+        if not np.isfinite(local).all():
+            raise ValueError(
+                "The members of a group lie further apart than float32 offsets can hold. "
+                f"Received: xcoords and ycoords spanning up to {np.abs(members).max():.4g}"
+            )
+        global_offsets[lo:hi, 0, :, 0] = mean[:, 0]
+        local_offsets[lo:hi, 0] = np.transpose(local, (0, 2, 1))
+    return Groups(global_offsets, local_offsets, indices)
+
+
+def grouping_bytes(n_positions: int, gridsize: int, n_groups: int | None, neighbors: int) -> int:
+    """Peak bytes :func:`group_positions` allocates for these arguments.
+
+    The coordinates in float64 and float32, the k-d tree, the draw of the starting
+    positions, one block of groups (neighbour lists and random keys) and the result.
+    Arguments as for :func:`group_positions`, with `n_positions` the number of scan
+    positions; they are assumed valid.
+    """
+    n, c = int(n_positions), int(gridsize) ** 2
+    count = _group_count(n, c, n_groups)
+    k = min(max(int(neighbors), c), n)
+    nbytes = 16 * n + 8 * n  # float64 coordinates, float32 points
+    if c > 1:
+        # float64 points, the tree's index and nodes (20 bytes a point measured), the
+        # draw of the starting positions (a permutation of all of them, without repeats)
+        nbytes += 16 * n + 24 * n + 8 * max(n, count)
+    nbytes += min(count, _block_rows(c, k)) * _row_bytes(c, k)
+    return nbytes + count * (8 + 16 * c)  # global, local offsets, indices
+
+
+def _row_bytes(c: int, k: int) -> int:
+    """Temporaries per group in a block: neighbour distances and indices, random keys and
+    their order (`k` each, 8 bytes), and the members in float32 and float64."""
+    return (32 * k if c > 1 else 0) + 64 * c + 64
+
+
+def _block_rows(c: int, k: int) -> int:
+    return max(1, _BLOCK_BYTES // _row_bytes(c, k))
+
+
+def _group_count(n: int, c: int, n_groups: int | None) -> int:
+    if n_groups is None:
+        return n
+    return min(int(n_groups), n) if c == 1 else int(n_groups)
+
+
+def _check_count(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _coordinates(values, name: str) -> np.ndarray:
@@ -115,4 +185,14 @@ def _coordinates(values, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be real numbers, got dtype {values.dtype}")
     if values.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {values.shape}")
-    return values.astype(np.float64)
+    values = values.astype(np.float64, copy=False)
+    if values.size:
+        low, high = values.min(), values.max()  # NaN if any is NaN; no copy made
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"the scan positions hold NaN or infinite values ({name})")
+        if max(-low, high) > _FLOAT32_MAX:
+            raise ValueError(
+                f"{name} must lie within the float32 range (+-{_FLOAT32_MAX:.4g}), in which "
+                f"positions are held. Received: max |{name}| = {max(-low, high):.4g}"
+            )
+    return values

@@ -62,8 +62,9 @@ def test_requests_larger_than_memory_are_refused_before_allocating():
 def test_a_container_memory_limit_caps_the_available_memory(tmp_path):
     from ptycho import _memory
 
+    (tmp_path / "cgroup").write_text("0::/\n")
     (tmp_path / "memory.max").write_text("1073741824\n")
     (tmp_path / "memory.current").write_text("268435456\n")
-    assert _memory._cgroup_room(str(tmp_path)) == 768 * 2**20
+    assert _memory._cgroup_room(str(tmp_path), str(tmp_path / "cgroup")) == 768 * 2**20
     (tmp_path / "memory.max").write_text("max\n")
-    assert _memory._cgroup_room(str(tmp_path)) is None
+    assert _memory._cgroup_room(str(tmp_path), str(tmp_path / "cgroup")) is None

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from ptycho import ops
+from ptycho._memory import check_memory
 from ptycho.layers.patch_extraction import PatchExtractionLayer
 
 __all__ = ["LearnableObject"]
@@ -57,19 +58,25 @@ class LearnableObject(keras.layers.Layer):
         super().__init__(dtype=precision, autocast=False, **kwargs)
         height, width = ops.check_object_shape(object_shape)
         self.object_shape = (height, width)
-        self.extract = PatchExtractionLayer(N, interpolation, dtype=precision)
-        start = np.ones(self.object_shape, np.complex128) if initial is None else initial
-        start = np.asarray(start)
-        if start.shape != self.object_shape:
+        start = None if initial is None else np.asarray(initial)
+        if start is not None and start.shape != self.object_shape:
             raise ValueError(
                 f"`initial` must have shape {self.object_shape}. Received: {start.shape}"
             )
-        self.real = self.add_weight(
-            shape=self.object_shape, initializer=_constant(start.real), name="real"
+        itemsize = 8 if precision == "float64" else 4
+        check_memory(
+            _construction_bytes(height * width, itemsize, start is not None),
+            f"`object_shape`={self.object_shape} in {precision}",
+            "Choose a smaller `object_shape`.",
         )
-        self.imag = self.add_weight(
-            shape=self.object_shape, initializer=_constant(np.imag(start)), name="imag"
-        )
+        self.extract = PatchExtractionLayer(N, interpolation, dtype=precision)
+        if start is None:  # ones: amplitude 1, phase 0
+            real, imag = "ones", "zeros"
+        else:
+            real = _constant(start.real)
+            imag = _constant(start.imag) if np.iscomplexobj(start) else "zeros"
+        self.real = self.add_weight(shape=self.object_shape, initializer=real, name="real")
+        self.imag = self.add_weight(shape=self.object_shape, initializer=imag, name="imag")
         self.built = True
 
     @property
@@ -113,10 +120,17 @@ def _is_float64(dtype) -> bool:
     return str(dtype) in ("float64", "complex128")
 
 
+def _construction_bytes(pixels: int, itemsize: int, from_initial: bool) -> int:
+    """Peak bytes of building the weights: both weights, and while one is set, its
+    starting value (converted from `initial` into the weights' dtype, then into a tensor:
+    two copies)."""
+    return pixels * itemsize * (2 + (2 if from_initial else 1))
+
+
 def _constant(values):
-    values = np.array(values, np.float64)
+    """An initializer giving `values`, converted only when called (no float64 copy)."""
 
     def initializer(shape, dtype=None):
-        return tf.constant(values, dtype=dtype)
+        return tf.constant(np.asarray(values, dtype=dtype))
 
     return initializer
