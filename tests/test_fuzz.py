@@ -24,6 +24,13 @@ def test_ten_thousand_malformed_calls_end_in_a_result_or_a_clear_error():
     assert report["failures"] == [], report["failures"][:3]
     assert counts.get("result", 0) > 1000  # valid calls are in the mix, not only errors
     assert report["outcomes"]["ptycho-patches"].get("exit 0", 0) > 50
+    # Every class of hostile input was exercised, with each kind of outcome it allows.
+    hostile = {name: set(o) for name, o in report["outcomes"].items() if name.startswith("hostile")}
+    assert hostile["hostile npz members"] >= {"DataError", "loaded", "loaded exactly"}
+    assert hostile["hostile special paths"] >= {"input refused", "output refused", "output written"}
+    assert len(hostile["hostile signals"]) >= 8  # one exit status per signal
+    assert hostile["hostile extreme values"] == {"finite"}
+    assert hostile["hostile graph NaN"] == {"InvalidArgumentError", "NaN patches"}
 
 
 # Failures the harness found, each fixed.

@@ -284,6 +284,38 @@ def _targets():
     }
 
 
+def _hostile_targets(folder: Path) -> dict:
+    """The self-checking targets of `fuzz_hostile`, sharing one small dataset file."""
+    import fuzz_hostile
+
+    from ptycho import _memory
+    from ptycho.data import DataError, load_dataset, save_npz
+    from ptycho.demo import demo_dataset
+
+    dataset = folder / "scan.npz"
+    save_npz(dataset, demo_dataset(size=96, N=16, count=100, seed=2))
+
+    @contextlib.contextmanager
+    def available_memory(limit):
+        original = _memory.available_memory
+        if limit is not None:
+            _memory.available_memory = lambda: limit
+        try:
+            yield
+        finally:
+            _memory.available_memory = original
+
+    return {
+        "hostile npz members": lambda rng: fuzz_hostile.npz_members(
+            rng, load_dataset, DataError, available_memory
+        ),
+        "hostile special paths": lambda rng: fuzz_hostile.special_paths(rng, dataset),
+        "hostile signals": lambda rng: fuzz_hostile.signals(rng, dataset),
+        "hostile extreme values": fuzz_hostile.extreme_values,
+        "hostile graph NaN": fuzz_hostile.graph_nan,
+    }
+
+
 def _finite(value) -> bool:
     try:
         array = np.asarray(value)
@@ -300,12 +332,28 @@ def run(cases: int = 10_000, seed: int = 0) -> dict:
 
     tf.get_logger().setLevel(logging.ERROR)
     targets = _targets()
-    names = sorted(targets)
+    folder = tempfile.TemporaryDirectory()
+    hostile = _hostile_targets(Path(folder.name))
+    names = sorted(targets) + sorted(hostile)
     outcomes: dict = collections.defaultdict(collections.Counter)
     failures = []
     for case in range(cases):
         name = names[case % len(names)]
         case_rng = np.random.default_rng([seed, case])
+        if name in hostile:  # these check their own outcome
+            try:
+                outcomes[name][hostile[name](case_rng)] += 1
+            except Exception as err:
+                outcomes[name]["failure"] += 1
+                failures.append(
+                    (
+                        name,
+                        case,
+                        f"{type(err).__name__}: {err}"[:300],
+                        traceback.format_exc()[-1500:],
+                    )
+                )
+            continue
         try:
             result, inputs = targets[name](case_rng)
             if name == "ptycho-patches":
@@ -328,6 +376,7 @@ def run(cases: int = 10_000, seed: int = 0) -> dict:
             failures.append(
                 (name, case, f"{type(err).__name__}: {err}"[:300], traceback.format_exc()[-1500:])
             )
+    folder.cleanup()
     return {
         "cases": cases,
         "seed": seed,
