@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ptycho._args import Parser, UsageError, positive
+from ptycho._timing import best_time
 
 PROG = "python -m ptycho"
 
@@ -65,23 +65,23 @@ def _demo(args) -> int:
         f"{B * c} patches of {N}x{N} (gridsize {args.gridsize})"
     )
 
-    raw_data._get_image_patches_batched(gt_padded, offsets_f, N, B, c)  # compile
-    best = float("inf")
-    for _ in range(5):  # best of 5: single runs on a shared machine vary a lot
-        start = time.perf_counter()
-        batched = raw_data._get_image_patches_batched(gt_padded, offsets_f, N, B, c)
-        best = min(best, time.perf_counter() - start)
+    def batched():
+        return raw_data._get_image_patches_batched(gt_padded, offsets_f, N, B, c)
+
+    best = best_time(batched, 5)  # best of 5: single runs on a shared machine vary a lot
     print(f"batched (PatchExtractionLayer, XLA): {best * 1e3:9.1f} ms")
 
     groups = max(1, min(B, args.loop_patches // c))
-    raw_data._get_image_patches_iterative(gt_padded, offsets_f[:c], N, 1, c)  # compile
-    start = time.perf_counter()
-    loop = raw_data._get_image_patches_iterative(gt_padded, offsets_f[: groups * c], N, groups, c)
-    loop_time = (time.perf_counter() - start) * B / groups
+
+    def loop(count: int = groups):
+        return raw_data._get_image_patches_iterative(gt_padded, offsets_f[: count * c], N, count, c)
+
+    # The loop is slow: one timed run, after a compiling run on one group.
+    loop_time = best_time(loop, 1, warm_up=lambda: loop(1)) * B / groups
     label = "measured" if groups == B else f"extrapolated from {groups * c} patches"
     print(f"legacy loop (translate per patch):   {loop_time * 1e3:9.1f} ms ({label})")
     print(f"speedup: {loop_time / best:.0f}x")
-    diff = np.abs(batched.numpy()[:groups] - loop.numpy()).max()
+    diff = np.abs(batched().numpy()[:groups] - loop().numpy()).max()
     print(
         f"max |batched - loop| over {groups * c} patches: {diff:.2e} "
         f"(max |obj| = {np.abs(obj).max():.2f})"

@@ -28,7 +28,10 @@ try:
 except ImportError:  # not POSIX: the process check alone tells a dead run
     fcntl = None
 
-__all__ = ["atomic_path", "check_target", "other_writers"]
+__all__ = ["OVERWRITE_HINT", "atomic_path", "check_target", "other_writers"]
+
+#: The advice in the message of an existing target refused without `force`.
+OVERWRITE_HINT = "pass force=True to overwrite"
 
 _SUFFIX = ".partial"
 _AT_FDCWD = -100  # Linux
@@ -57,9 +60,7 @@ def check_target(target, force: bool = False) -> os.stat_result | None:
     mode = info.st_mode
     if stat.S_ISREG(mode):
         if not force:
-            raise FileExistsError(
-                errno.EEXIST, "already exists (use --force to overwrite)", str(target)
-            )
+            raise FileExistsError(errno.EEXIST, f"already exists ({OVERWRITE_HINT})", str(target))
         return info
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory", str(target))
@@ -186,7 +187,7 @@ def _locked(path: str) -> bool:
 def _appeared(target: Path) -> FileExistsError:
     return FileExistsError(
         errno.EEXIST,
-        "was created by another program during this run and was kept (use --force to overwrite)",
+        f"was created by another program during this run and was kept ({OVERWRITE_HINT})",
         str(target),
     )
 

@@ -1,6 +1,7 @@
 """XLA kernels behind :func:`ptycho.ops.extract_patches` and :func:`ptycho.tf_helper.translate`.
 
-Nothing here validates its input: :mod:`ptycho.ops` does that, then calls these kernels
+Nothing here validates its input: :mod:`ptycho._validation` does that, and
+:mod:`ptycho._windows` calls these kernels
 with static Python values for every shape-like argument.
 
 Terms used below:
@@ -43,6 +44,35 @@ def footprint(size: tuple[int, int], interpolation: str) -> tuple[int, int]:
     """Height and width of the integer object window one patch reads."""
     extra = {"bilinear": 1, "nearest": 0, "fourier": 2 * FOURIER_MARGIN}[interpolation]
     return size[0] + extra, size[1] + extra
+
+
+def request_elements(
+    object_shape,
+    objects: int,
+    patches: int,
+    N: int,
+    interpolation: str,
+    dtype: tf.DType = tf.complex64,
+    buffered: int | None = None,
+) -> int:
+    """Elements of `dtype` (the object's) an extraction holds at once.
+
+    That is the output plus the margined object table, and for `"fourier"` the two
+    complex transform buffers of the `(N + 32) x (N + 32)` footprint that XLA holds for
+    every patch in flight: `buffered` patches (all of them by default, as in a graph;
+    one chunk when run eagerly). Measured peaks, in a `tf.function`, are within 5 % of
+    this (about 5.5 times the output for N = 64). Multiply by the item size for bytes.
+    The object count may be only a lower bound (1) when it is known only at run time.
+    """
+    fh, fw = footprint((N, N), interpolation)
+    table = (object_shape[0] + 2 * fh) * (object_shape[1] + 2 * fw) * objects
+    elements = patches * N * N + table
+    if interpolation == "fourier":
+        dtype = tf.as_dtype(dtype)
+        fft_bytes = 16 if dtype in (tf.float64, tf.complex128) else 8
+        in_flight = patches if buffered is None else min(buffered, patches)
+        elements += -(-2 * in_flight * fh * fw * fft_bytes // dtype.size)
+    return elements
 
 
 @tf.function(jit_compile=True, autograph=False)

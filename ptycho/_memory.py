@@ -29,10 +29,7 @@ def check_memory(nbytes: int, what: str, hint: str | None = None) -> None:
     available = available_memory()
     if available is not None and nbytes > available:
         if hint is None:
-            hint = (
-                "Ask for less at a time: `ptycho.patch_dataset` and `ptycho-patches extract` "
-                "stream patches in batches."
-            )
+            hint = "Ask for less at a time: `ptycho.patch_dataset` streams patches in batches."
         raise ValueError(
             f"{what} would need {nbytes / 2**30:.1f} GiB, more than the "
             f"{available / 2**30:.1f} GiB of memory available. {hint}"

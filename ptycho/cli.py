@@ -2,7 +2,6 @@
 
     ptycho-patches extract [DATASET.npz] -o OUT.npz [--N 64] [--gridsize 1] ...
     ptycho-patches simulate -o DATA.npz
-    ptycho-patches benchmark [options of python -m ptycho.benchmark]
 
 Errors in the input, the arguments or the files print one line to stderr and exit with
 status 2. Outputs are written to a temporary file beside the target and renamed into
@@ -136,22 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--seed", type=seed("--seed"), default=0, help="scan jitter seed (0)")
     simulate.add_argument("--force", action="store_true", help="overwrite an existing output")
-
-    commands.add_parser(
-        "benchmark",
-        help="run the benchmark (options of python -m ptycho.benchmark)",
-        add_help=False,
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if argv[:1] == ["benchmark"]:
-        from ptycho import benchmark
-
-        return benchmark.main(argv[1:], prog=f"{PROG} benchmark")
     previous = {}  # the handlers to put back
     try:
         _handle_signals(previous)
@@ -188,8 +177,12 @@ def _run(args) -> int:
 
 
 def _describe(err: OSError) -> str:
+    from ptycho._files import OVERWRITE_HINT
+
     where = f"{err.filename}: " if err.filename else ""
-    return f"{where}{err.strerror or err}"
+    # The library's advice names its Python argument; here it is the option.
+    text = str(err.strerror or err).replace(OVERWRITE_HINT, "use --force to overwrite")
+    return f"{where}{text}"
 
 
 # Signals that end a run: the partial output is removed and the exit status is 128 + signum.
@@ -319,12 +312,12 @@ def extract(args) -> int:
     def check_run(layout: dict) -> None:
         """Refuse, before any array is read, a run larger than the free memory. Its peak:
         the input arrays held in memory; TensorFlow's copy of the object, its margined
-        table and one chunk of patches (`request_bytes`) with the chunk's NumPy copy; the
+        table and one chunk of patches (`request_elements`) with the chunk's NumPy copy; the
         grouping, the member positions and the sorted indices of the geometry report; and
         one chunk of X (its rows read, gathered, then made contiguous)."""
         from math import prod
 
-        from ptycho import grouping, ops
+        from ptycho import _kernel, grouping
         from ptycho._memory import available_memory
 
         obj, diffraction = layout["objectGuess"], layout.get("diffraction")
@@ -338,7 +331,7 @@ def extract(args) -> int:
         need = (
             held
             + prod(obj.shape) * itemsize
-            + ops.request_bytes(obj.shape, 1, patches, N, args.interpolation) * itemsize
+            + _kernel.request_elements(obj.shape, 1, patches, N, args.interpolation) * itemsize
             + patches * N * N * itemsize
             + grouping.grouping_bytes(n, args.gridsize, args.groups, args.neighbors)
             + count * c * (2 * 4 + 2 * 8)
@@ -393,12 +386,19 @@ def extract(args) -> int:
     start = time.perf_counter()
     import tensorflow as tf
 
-    from ptycho import ops
-    from ptycho.data import NpzWriter, atomic_path
+    from ptycho import _kernel, ops
+    from ptycho._files import atomic_path
+    from ptycho._memory import check_memory
+    from ptycho._npz import NpzWriter
 
-    chunk = ops.request_bytes(obj.shape, 1, min(step, count) * c, N, args.interpolation)
+    chunk = _kernel.request_elements(obj.shape, 1, min(step, count) * c, N, args.interpolation)
     try:
-        ops.check_memory(chunk * np.dtype(obj.dtype).itemsize, f"patches of {N} x {N}")
+        check_memory(
+            chunk * np.dtype(obj.dtype).itemsize,
+            f"patches of {N} x {N}",
+            "Ask for less at a time: `ptycho.patch_dataset` and `ptycho-patches extract` "
+            "stream patches in batches.",
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
     free = shutil.disk_usage(output.parent).free
@@ -504,7 +504,12 @@ def _progress(total: int, wanted):
 
 
 class _Progress:
-    """A one-line progress bar on stderr."""
+    """A one-line progress bar on stderr.
+
+    Not `keras.utils.Progbar`: that writes only to `sys.stdout` (or to absl logging, by
+    Keras's global interactive-logging switch), which here holds the results, and it
+    writes colour escapes even to a file.
+    """
 
     def __init__(self, total: int, width: int = 30):
         self.total, self.width, self.start = total, width, time.perf_counter()

@@ -6,7 +6,7 @@ import numbers
 
 import tensorflow as tf
 
-from ptycho import ops
+from ptycho import _validation, ops
 
 __all__ = ["patch_dataset"]
 
@@ -54,13 +54,13 @@ def patch_dataset(
         `(patches, targets)` pairs, in the object's dtype. Batches come in a fixed order
         for a given seed, whatever the parallelism.
     """
-    N = ops.check_size(N)
-    batch_size = ops.check_size(batch_size, "batch_size")
-    interpolation = ops.check_interpolation(interpolation)
+    N = _validation.check_size(N)
+    batch_size = _validation.check_size(batch_size, "batch_size")
+    interpolation = _validation.check_interpolation(interpolation)
     num_parallel_calls = _check_parallel_calls(num_parallel_calls)
-    obj = ops.as_object(obj)
-    positions = ops.to_tensor(positions, "positions")
-    ops.as_positions(positions, obj.dtype)  # validate shape, dtype and values early
+    obj = _validation.as_object(obj)
+    positions = _validation.to_tensor(positions, "positions")
+    _validation.as_positions(positions, obj.dtype)  # validate shape, dtype and values early
     count = positions.shape[0]
     if count == 0:
         raise ValueError(
@@ -76,7 +76,9 @@ def patch_dataset(
     if per_sample:
         items["obj"] = obj
     if targets is not None:
-        items["targets"] = tf.nest.map_structure(lambda t: ops.to_tensor(t, "targets"), targets)
+        items["targets"] = tf.nest.map_structure(
+            lambda t: _validation.to_tensor(t, "targets"), targets
+        )
         for leaf in tf.nest.flatten(items["targets"]):
             if leaf.shape.rank == 0 or leaf.shape[0] != count:
                 raise ValueError(

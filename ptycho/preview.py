@@ -22,7 +22,7 @@ def write_preview(path, obj, groups, patches_file, N: int, count: int = 8) -> No
         from matplotlib.patches import Rectangle
     except ImportError as err:  # matplotlib is an optional dependency
         raise ImportError("--preview needs matplotlib: pip install matplotlib") from err
-    from ptycho.data import open_npz_arrays
+    from ptycho._npz import open_npz_arrays
 
     # Our own file, just written: memory-mapped, only the shown patches are read.
     Y = open_npz_arrays(patches_file, keys=["Y"], verify=False)["Y"]

@@ -11,24 +11,24 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ptycho import ops, tf_helper
-from ptycho.config.config import resolve
+from ptycho import _validation, tf_helper
 from ptycho.layers import PatchExtractionLayer
+from ptycho.params import resolve
 
 __all__ = ["get_image_patches"]
 
 
 def _check_padded_inputs(gt_padded, offsets_f, N, B, c):
-    N = ops.check_size(N)
-    B = ops.check_size(B, "B")
-    c = ops.check_size(c, "c")
-    gt_padded = ops.to_tensor(gt_padded, "gt_padded")
+    N = _validation.check_size(N)
+    B = _validation.check_size(B, "B")
+    c = _validation.check_size(c, "c")
+    gt_padded = _validation.to_tensor(gt_padded, "gt_padded")
     if gt_padded.shape.rank != 4 or gt_padded.shape[0] != 1 or gt_padded.shape[3] != 1:
         raise ValueError(
             "`gt_padded` must have shape (1, H + 2 * (N // 2), W + 2 * (N // 2), 1). "
             f"Received: gt_padded.shape={gt_padded.shape}"
         )
-    offsets_f = ops.to_tensor(offsets_f, "offsets_f")
+    offsets_f = _validation.to_tensor(offsets_f, "offsets_f")
     if offsets_f.shape.rank != 4 or tuple(offsets_f.shape[1:]) != (1, 2, 1):
         raise ValueError(
             "`offsets_f` must have shape (B * c, 1, 2, 1). "
@@ -54,7 +54,7 @@ def _get_image_patches_iterative(gt_padded, offsets_f, N, B, c) -> tf.Tensor:
     `[i // c, :, :, i % c]`. Kept as the reference implementation; it is slow by design.
     """
     gt_padded, offsets_f, N, B, c = _check_padded_inputs(gt_padded, offsets_f, N, B, c)
-    ops.as_object(gt_padded, "gt_padded")
+    _validation.as_object(gt_padded, "gt_padded")
     canvas = np.zeros((B, N, N, c), dtype=gt_padded.dtype.as_numpy_dtype)
     for i in range(B * c):
         offset = -offsets_f[i, :, :, 0]
@@ -104,22 +104,22 @@ def get_image_patches(
     Returns:
         `(B, N, N, c)` patches in the dtype of `gt_image`.
     """
-    N = ops.check_size(resolve("N", N, config))
-    gridsize = ops.check_size(resolve("gridsize", gridsize, config), "gridsize")
+    N = _validation.check_size(resolve("N", N, config))
+    gridsize = _validation.check_size(resolve("gridsize", gridsize, config), "gridsize")
     batched = resolve("use_batched_patch_extraction", None, config)
     c = gridsize**2
 
-    gt_image = ops.to_tensor(gt_image, "gt_image")
+    gt_image = _validation.to_tensor(gt_image, "gt_image")
     if gt_image.shape.rank == 3 and gt_image.shape[-1] == 1:
         gt_image = gt_image[..., 0]
-    obj = ops.as_object(gt_image, "gt_image")
+    obj = _validation.as_object(gt_image, "gt_image")
     if obj.shape[0] != 1:
         raise ValueError(
             "`gt_image` must be one object: (H, W), (H, W, 1) or (1, H, W, 1). "
             f"Received: gt_image.shape={gt_image.shape}"
         )
-    global_offsets = ops.to_tensor(global_offsets, "global_offsets")
-    local_offsets = ops.to_tensor(local_offsets, "local_offsets")
+    global_offsets = _validation.to_tensor(global_offsets, "global_offsets")
+    local_offsets = _validation.to_tensor(local_offsets, "local_offsets")
     for name, value in (("global_offsets", global_offsets), ("local_offsets", local_offsets)):
         if not (value.dtype.is_floating or value.dtype.is_integer):  # not bool, complex, str
             raise TypeError(

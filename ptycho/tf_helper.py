@@ -10,13 +10,14 @@ import numbers
 
 import tensorflow as tf
 
-from ptycho import ops
+from ptycho import _validation, _windows
+from ptycho._memory import check_memory
 
 __all__ = ["pad", "translate"]
 
 
 def _as_images(imgs, name: str) -> tf.Tensor:
-    imgs = ops.to_tensor(imgs, name)
+    imgs = _validation.to_tensor(imgs, name)
     if imgs.shape.rank != 4:
         raise ValueError(
             f"`{name}` must have shape (B, H, W, C). Received: {name}.shape={imgs.shape}"
@@ -35,7 +36,7 @@ def pad(imgs, size: int) -> tf.Tensor:
     if imgs.shape.is_fully_defined():
         batch, height, width, channels = imgs.shape
         padded = batch * (height + 2 * size) * (width + 2 * size) * channels
-        ops.check_memory(padded * imgs.dtype.size, "the padded images")
+        check_memory(padded * imgs.dtype.size, "the padded images")
     return tf.pad(imgs, [[0, 0], [size, size], [size, size], [0, 0]])
 
 
@@ -54,9 +55,9 @@ def translate(imgs, offsets, interpolation: str = "bilinear") -> tf.Tensor:
     Returns:
         `(B, H, W, C)` translated images in the dtype of `imgs`.
     """
-    interpolation = ops.check_interpolation(interpolation)
+    interpolation = _validation.check_interpolation(interpolation)
     imgs = _as_images(imgs, "imgs")
-    if imgs.dtype not in ops.OBJECT_DTYPES:
+    if imgs.dtype not in _validation.OBJECT_DTYPES:
         raise TypeError(f"`imgs` must be complex or float. Received: imgs.dtype={imgs.dtype.name}")
     batch, height, width, channels = imgs.shape
     if height is None or width is None or channels is None:
@@ -64,7 +65,7 @@ def translate(imgs, offsets, interpolation: str = "bilinear") -> tf.Tensor:
             "`imgs` must have a static height, width and channel count. "
             f"Received: imgs.shape={imgs.shape}"
         )
-    offsets = ops.to_tensor(offsets, "offsets")
+    offsets = _validation.to_tensor(offsets, "offsets")
     if offsets.shape.rank != 2 or offsets.shape[1] != 2:
         raise ValueError(
             f"`offsets` must have shape (B, 2). Received: offsets.shape={offsets.shape}"
@@ -86,16 +87,18 @@ def translate(imgs, offsets, interpolation: str = "bilinear") -> tf.Tensor:
         # most negative integer overflows.
         wide = imgs.dtype in (tf.float64, tf.complex128)
         offsets = tf.cast(offsets, tf.float64 if wide else tf.float32)
-    grouped, _ = ops.as_positions(-offsets, imgs.dtype, "offsets")
+    grouped, _ = _validation.as_positions(-offsets, imgs.dtype, "offsets")
     # One object per image: its channels travel together through the kernel.
     obj_index = None if batch == 1 else tf.range(tf.shape(imgs)[0])
-    out = ops.windows(imgs, grouped, obj_index, (height, width), (0, 0), interpolation, "sample")
+    out = _windows.windows(
+        imgs, grouped, obj_index, (height, width), (0, 0), interpolation, "sample"
+    )
     return tf.reshape(out, tf.shape(imgs))
 
 
 def _channel_to_flat(img) -> tf.Tensor:
     """`(B, N, N, c)` -> `(B * c, N, N, 1)`; flat index `i = b * c + k`."""
-    img = ops.to_tensor(img, "img")
+    img = _validation.to_tensor(img, "img")
     if img.shape.rank != 4:
         raise ValueError(f"`img` must have shape (B, H, W, c). Received: img.shape={img.shape}")
     shape = tf.shape(img)
@@ -110,11 +113,13 @@ def _flat_to_channel(img, N: int | None = None, gridsize: int | None = None) -> 
     """
     from ptycho import params
 
-    img = ops.to_tensor(img, "img")
+    img = _validation.to_tensor(img, "img")
     if img.shape.rank != 4:
         raise ValueError(f"`img` must have shape (B * c, N, N, 1). Received: img.shape={img.shape}")
-    N = ops.check_size(params.get("N") if N is None else N)
-    gridsize = ops.check_size(params.get("gridsize") if gridsize is None else gridsize, "gridsize")
+    N = _validation.check_size(params.get("N") if N is None else N)
+    gridsize = _validation.check_size(
+        params.get("gridsize") if gridsize is None else gridsize, "gridsize"
+    )
     c = gridsize**2
     if tuple(img.shape[1:]) != (N, N, 1):
         raise ValueError(

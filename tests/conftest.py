@@ -6,6 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
+from support import MODES, Mode
 
 
 @pytest.fixture
@@ -22,6 +23,14 @@ def legacy_cfg():
     yield params.cfg
     params.cfg.clear()
     params.cfg.update(saved)
+
+
+@pytest.fixture(params=MODES)
+def mode(request):
+    """Each execution mode in turn, as a :class:`support.Mode`: `mode(fn)` runs `fn`
+    eagerly, in a `tf.function`, or in a `tf.function(jit_compile=True)`. Pick some modes
+    with `@pytest.mark.parametrize("mode", ["eager", "jit"], indirect=True)`."""
+    return Mode(request.param)
 
 
 @pytest.fixture(autouse=True)

@@ -83,6 +83,17 @@ def test_default_dataset_runs_without_arguments(tmp_path, capsys):
     assert open_npz_arrays(tmp_path / "demo.npz")["Y"].shape == (1024, 64, 64, 1)
 
 
+def test_the_progress_bar_goes_to_stderr_only(dataset, tmp_path, capsys):
+    def extract(name, flag):
+        return run(capsys, "extract", dataset, "-o", tmp_path / name, "--N", 16, flag)
+
+    status, stdout, err = extract("shown.npz", "--progress")
+    assert status == 0 and stdout.startswith("wrote") and "\r" not in stdout
+    assert "\r[" + "#" * 30 + "] 100/100 groups, " in err and err.endswith(" s\n")
+    status, _, err = extract("hidden.npz", "--no-progress")
+    assert status == 0 and "\r" not in err and "groups, " not in err
+
+
 def _bad_files(tmp_path, dataset):
     data = dict(load_dataset(dataset))
     files = {}

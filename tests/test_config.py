@@ -1,12 +1,15 @@
 """Configuration dataclasses, the legacy dictionary, and precedence."""
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from ptycho import params, raw_data
-from ptycho.config.config import ModelConfig, TrainingConfig, resolve, update_legacy_dict
+from ptycho.config import config as config_module
+from ptycho.config.config import ModelConfig, TrainingConfig, update_legacy_dict
 
 
 def test_defaults():
@@ -81,6 +84,7 @@ def test_params_module(legacy_cfg):
 
 
 def test_precedence_explicit_config_legacy_default(legacy_cfg):
+    resolve = params.resolve  # the legacy entry points' precedence
     config = ModelConfig(N=32, gridsize=2)
     legacy_cfg.update(N=16, gridsize=3)
     assert resolve("N", 8, config) == 8  # explicit wins
@@ -89,6 +93,39 @@ def test_precedence_explicit_config_legacy_default(legacy_cfg):
     assert resolve("N") == 16  # then the legacy dictionary
     del legacy_cfg["N"]
     assert resolve("N") == params.DEFAULTS["N"]  # then the defaults
+
+
+def test_config_resolve_reads_only_the_legacy_mapping_it_is_given(legacy_cfg):
+    legacy_cfg.update(N=16)
+    assert config_module.resolve("N") == config_module.DEFAULTS["N"]
+    assert config_module.resolve("N", None, None, {"N": 12}) == 12
+    assert config_module.resolve("N", None, ModelConfig(N=32), {"N": 12}) == 32
+    with pytest.raises(ValueError, match="N=0"):
+        config_module.resolve("N", None, None, {"N": 0})
+
+
+def test_the_defaults_are_the_dataclass_defaults():
+    assert params.DEFAULTS is config_module.DEFAULTS
+    model, training = ModelConfig(), TrainingConfig()
+    assert dict(config_module.DEFAULTS) == {
+        **{f.name: getattr(model, f.name) for f in dataclasses.fields(model)},
+        "nepochs": training.nepochs,
+        "batch_size": training.batch_size,
+    }
+    with pytest.raises(TypeError):
+        config_module.DEFAULTS["N"] = 1  # read-only: one set of defaults
+
+
+def test_config_does_not_import_the_legacy_dictionary():
+    """`ptycho.params` builds on `ptycho.config.config`, never the other way round."""
+    code = (
+        "import sys\n"
+        "from ptycho.config import config\n"
+        "config.resolve('N'); config.resolve('N', None, config.TrainingConfig(), {})\n"
+        "config.update_legacy_dict({}, config.TrainingConfig())\n"
+        "assert 'ptycho.params' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_precedence_at_get_image_patches(rng, legacy_cfg):

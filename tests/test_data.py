@@ -5,9 +5,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from ptycho._files import atomic_path
 from ptycho.data import (
     DataError,
-    atomic_path,
     dataset_layout,
     load_dataset,
     open_npz_arrays,
@@ -120,8 +120,9 @@ def test_atomic_path_leaves_nothing_on_failure_and_never_overwrites(tmp_path):
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
     target.write_bytes(b"old")
-    with pytest.raises(FileExistsError), atomic_path(target):
-        pass
+    with pytest.raises(FileExistsError, match=r"already exists \(pass force=True to overwrite"):
+        with atomic_path(target):
+            pass
     with atomic_path(target, force=True) as temporary:
         temporary.write_bytes(b"new")
     assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1

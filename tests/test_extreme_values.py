@@ -10,19 +10,13 @@ checks, give all-NaN patches, never a valid-looking one.
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import oracle_patches
+from support import Mode, oracle_patches
 
-from ptycho import ops, raw_data, tf_helper
+from ptycho import _kernel, ops, raw_data, tf_helper
 
 INTERPOLATIONS = ("bilinear", "nearest", "fourier")
-MODES = ("eager", "graph", "jit")
-
-
-def run(mode, fn, *args):
-    """`fn(*args)` eagerly, in a `tf.function`, or in a `tf.function(jit_compile=True)`."""
-    if mode == "eager":
-        return fn(*args)
-    return tf.function(fn, jit_compile=mode == "jit", autograph=False)(*args)
+# Tests take the `mode` fixture (conftest.py): every execution mode, or those picked with
+# `indirect=True`.
 
 
 def checkerboard(size, value, dtype):
@@ -37,11 +31,11 @@ POSITIONS = np.array([[8.0, 8.0], [7.5, 9.25], [3.125, 12.0], [0.0, 15.0], [8.75
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
-@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("mode", ["eager", "jit"], indirect=True)
 def test_checkerboard_near_the_float_maximum_matches_the_oracle(interpolation, mode):
     obj = checkerboard(16, 2e38, np.complex64)  # neighbours differ by 4e38 > float max
     positions = POSITIONS.astype(np.float32)
-    patches = run(mode, lambda o, p: ops.extract_patches(o, p, 6, interpolation), obj, positions)
+    patches = mode(lambda o, p: ops.extract_patches(o, p, 6, interpolation))(obj, positions)
     patches = patches.numpy()[..., 0]
     assert np.isfinite(patches).all()
     expected = oracle_patches(obj, positions, 6, interpolation)
@@ -65,14 +59,13 @@ def test_bilinear_patches_scale_exactly_with_a_power_of_two(dtype, exponent):
     np.testing.assert_array_equal(got, want)
 
 
-def test_bilinear_gradients_near_the_float_maximum(rng):
+def test_bilinear_gradients_near_the_float_maximum(rng, mode):
     # Neighbours differ by 3e38 (finite) and the patch gradient by 4e38 (overflows).
     obj = tf.constant(checkerboard(16, 1.5e38, np.complex64))
     positions = tf.constant([[7.25, 8.5]], tf.float32)
     d_out = tf.constant(checkerboard(6, 2e38, np.complex64)[None, :, :, None])
     v = rng.uniform(0, 1e-3, (6, 6)).astype(np.float32)
 
-    @tf.function(jit_compile=True)
     def grads(o, p):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch([o, p])
@@ -81,7 +74,7 @@ def test_bilinear_gradients_near_the_float_maximum(rng):
             loss_pos = tf.reduce_sum(tf.math.real(out)[0, :, :, 0] * v)
         return tape.gradient(loss_obj, o), tape.gradient(loss_pos, p)
 
-    d_obj, d_pos = (g.numpy() for g in grads(obj, positions))
+    d_obj, d_pos = (g.numpy() for g in mode(grads)(obj, positions))
     # The object gradient is the adjoint: spread d_out with the same weights, in float64.
     spread = np.zeros((16, 16), np.complex128)
     x0, fx, y0, fy = 7 - 3, 0.25, 8 - 3, 0.5
@@ -104,7 +97,6 @@ def test_bilinear_gradients_near_the_float_maximum(rng):
 # Overflow in the Fourier transform -------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_fourier_of_a_large_object_is_finite(mode, rng):
     base = (rng.standard_normal((48, 48)) + 1j * rng.standard_normal((48, 48))).astype(np.complex64)
     positions = rng.uniform(10, 38, (5, 2)).astype(np.float32)
@@ -113,17 +105,17 @@ def test_fourier_of_a_large_object_is_finite(mode, rng):
         return ops.extract_patches(o, p, 8, "fourier")
 
     scale = np.float32(2.0**119)  # 6.6e35: footprint sums of 48 x 48 such values overflow
-    large = run(mode, extract, base * scale, positions).numpy()
-    small = run(mode, extract, base, positions).numpy()
+    large = mode(extract)(base * scale, positions).numpy()
+    small = mode(extract)(base, positions).numpy()
     assert np.isfinite(large).all()
     np.testing.assert_array_equal(large, small * scale)  # exact: a power of two
     ones = np.ones((48, 48), np.complex64)
-    huge = run(mode, extract, ones * np.float32(1e36), positions).numpy()
+    huge = mode(extract)(ones * np.float32(1e36), positions).numpy()
     assert np.isfinite(huge).all()
-    np.testing.assert_allclose(huge, run(mode, extract, ones, positions).numpy() * 1e36, rtol=1e-6)
+    np.testing.assert_allclose(huge, mode(extract)(ones, positions).numpy() * 1e36, rtol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("mode", ["eager", "jit"], indirect=True)
 def test_fourier_gradients_do_not_depend_on_the_object_scale(mode, rng):
     base = (rng.standard_normal((40, 40)) + 1j * rng.standard_normal((40, 40))).astype(np.complex64)
     positions = tf.constant(rng.uniform(12, 28, (3, 2)), tf.float32)
@@ -136,13 +128,13 @@ def test_fourier_gradients_do_not_depend_on_the_object_scale(mode, rng):
             loss = tf.reduce_sum(tf.math.real(out * tf.math.conj(weights)))
         return tape.gradient(loss, [o, p])
 
-    d_obj_1, d_pos_1 = (g.numpy() for g in run(mode, grads, tf.constant(base), positions))
+    d_obj_1, d_pos_1 = (g.numpy() for g in mode(grads)(tf.constant(base), positions))
     # 1e36: the object gradient (independent of the object) must not overflow.
-    d_obj_big, _ = (g.numpy() for g in run(mode, grads, tf.constant(base * 1e36), positions))
+    d_obj_big, _ = (g.numpy() for g in mode(grads)(tf.constant(base * 1e36), positions))
     np.testing.assert_array_equal(d_obj_big, d_obj_1)
     # The position gradient is linear in the object: exact under a power of two.
     scale = np.float32(2.0**100)
-    _, d_pos_big = (g.numpy() for g in run(mode, grads, tf.constant(base * scale), positions))
+    _, d_pos_big = (g.numpy() for g in mode(grads)(tf.constant(base * scale), positions))
     assert np.isfinite(d_pos_1).all() and np.abs(d_pos_1).max() > 0
     np.testing.assert_array_equal(d_pos_big, d_pos_1 * scale)
 
@@ -165,14 +157,11 @@ def test_power_of_two_scales_are_exact_and_safe():
 
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("mode", ["eager", "jit"], indirect=True)
 def test_reassembling_overlapping_patches_near_the_float_maximum(interpolation, mode):
     positions = np.array([[8.0, 8.0], [9.0, 8.0]], np.float32)
-    canvas = run(
-        mode,
-        lambda p, q: ops.reassemble_patches(p, q, (16, 16), interpolation=interpolation),
-        np.full((2, 4, 4, 1), 3e38, np.complex64),
-        positions,
+    canvas = mode(lambda p, q: ops.reassemble_patches(p, q, (16, 16), interpolation=interpolation))(
+        np.full((2, 4, 4, 1), 3e38, np.complex64), positions
     ).numpy()
     assert np.isfinite(canvas).all()
     covered = np.abs(canvas) > 0
@@ -191,11 +180,10 @@ def test_reassembling_overlapping_patches_near_the_float_maximum(interpolation, 
     np.testing.assert_allclose(total[8, 8], 3e38, rtol=1e-5)
 
 
-def test_reassembly_gradient_does_not_depend_on_the_patch_scale(rng):
+def test_reassembly_gradient_does_not_depend_on_the_patch_scale(rng, mode):
     positions = tf.constant([[8.25, 8.0], [9.5, 7.75]], tf.float32)
     weights = tf.constant(rng.standard_normal((16, 16)).astype(np.float32))
 
-    @tf.function(jit_compile=True)
     def grad(p):
         with tf.GradientTape() as tape:
             tape.watch(p)
@@ -203,8 +191,8 @@ def test_reassembly_gradient_does_not_depend_on_the_patch_scale(rng):
             loss = tf.reduce_sum(canvas * weights)
         return tape.gradient(loss, p)
 
-    unit = grad(tf.ones((2, 4, 4, 1))).numpy()
-    huge = grad(tf.fill((2, 4, 4, 1), 3e38)).numpy()
+    unit = mode(grad)(tf.ones((2, 4, 4, 1))).numpy()
+    huge = mode(grad)(tf.fill((2, 4, 4, 1), 3e38)).numpy()
     assert np.abs(unit).max() > 0
     np.testing.assert_array_equal(huge, unit)
 
@@ -228,7 +216,9 @@ def test_non_finite_positions_raise_in_a_graph(bad, interpolation):
     with pytest.raises(ValueError, match="`positions` must be finite"):
         ops.extract_patches(OBJ, positions, 4, interpolation)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`positions` must be finite"):
-        run("graph", lambda o, p: ops.extract_patches(o, p, 4, interpolation), OBJ, positions)
+        Mode("tf.function")(lambda o, p: ops.extract_patches(o, p, 4, interpolation))(
+            OBJ, positions
+        )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -239,24 +229,23 @@ def test_non_finite_positions_give_nan_patches_under_xla(bad, interpolation):
     def extract(o, p):
         return ops.extract_patches(o, p, 4, interpolation)
 
-    patches = run("jit", extract, OBJ, positions).numpy()
+    patches = Mode("jit")(extract)(OBJ, positions).numpy()
     assert np.isnan(patches[1]).all()
     good = positions[[0, 2]]
-    np.testing.assert_array_equal(patches[[0, 2]], run("jit", extract, OBJ, good).numpy())
+    np.testing.assert_array_equal(patches[[0, 2]], Mode("jit")(extract)(OBJ, good).numpy())
 
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 def test_non_finite_positions_give_nan_gradients_under_xla(interpolation):
     positions = tf.constant(_positions_with(np.nan))
 
-    @tf.function(jit_compile=True)
     def grads(o, p):
         with tf.GradientTape() as tape:
             tape.watch([o, p])
             loss = tf.reduce_sum(tf.math.real(ops.extract_patches(o, p, 4, interpolation)))
         return tape.gradient(loss, [o, p])
 
-    d_obj, d_pos = (g.numpy() for g in grads(tf.constant(OBJ), positions))
+    d_obj, d_pos = (g.numpy() for g in Mode("jit")(grads)(tf.constant(OBJ), positions))
     assert np.isnan(d_pos[1]).all()
     assert np.isfinite(d_pos[[0, 2]]).all()
     assert np.isnan(d_obj).any()  # the NaN patch's gradient is not spread silently
@@ -275,10 +264,9 @@ def test_non_finite_positions_raise_in_a_dataset_map(interpolation):
 
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-@pytest.mark.parametrize("mode", MODES)
 def test_huge_finite_positions_give_zero_patches(interpolation, mode):
     positions = np.array([[1e30, 8.0], [-1e30, 1e30], [8.0, 8.0]], np.float32)
-    patches = run(mode, lambda o, p: ops.extract_patches(o, p, 4, interpolation), OBJ, positions)
+    patches = mode(lambda o, p: ops.extract_patches(o, p, 4, interpolation))(OBJ, positions)
     patches = patches.numpy()
     np.testing.assert_array_equal(patches[:2], 0)
     assert np.abs(patches[2]).min() > 0
@@ -287,13 +275,10 @@ def test_huge_finite_positions_give_zero_patches(interpolation, mode):
 def test_non_finite_offsets_and_reassembly_positions_raise_in_a_graph():
     bad = _positions_with(np.nan)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`offsets` must be finite"):
-        run("graph", tf_helper.translate, np.ones((3, 8, 8, 1), np.float32), bad)
+        Mode("tf.function")(tf_helper.translate)(np.ones((3, 8, 8, 1), np.float32), bad)
     with pytest.raises(tf.errors.InvalidArgumentError, match="`positions` must be finite"):
-        run(
-            "graph",
-            lambda p, q: ops.reassemble_patches(p, q, (16, 16)),
-            np.ones((3, 4, 4, 1), np.float32),
-            bad,
+        Mode("tf.function")(lambda p, q: ops.reassemble_patches(p, q, (16, 16)))(
+            np.ones((3, 4, 4, 1), np.float32), bad
         )
 
 
@@ -339,7 +324,6 @@ def test_get_image_patches_requires_real_offsets(offsets, dtype):
 
 
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
-@pytest.mark.parametrize("mode", MODES)
 def test_groups_without_patches_give_empty_results(interpolation, mode):
     positions = np.zeros((3, 1, 2, 0), np.float32)  # as flat (0, 2) positions give (0, N, N, 1)
 
@@ -352,7 +336,7 @@ def test_groups_without_patches_give_empty_results(interpolation, mode):
         canvas = ops.reassemble_patches(patches, p, (16, 16), interpolation=interpolation)
         return patches, d_obj, canvas
 
-    patches, d_obj, canvas = (t.numpy() for t in run(mode, both, tf.constant(OBJ), positions))
+    patches, d_obj, canvas = (t.numpy() for t in mode(both)(tf.constant(OBJ), positions))
     assert patches.shape == (3, 4, 4, 0) and patches.dtype == np.complex64
     np.testing.assert_array_equal(d_obj, 0)
     np.testing.assert_array_equal(canvas, 0)
@@ -398,15 +382,15 @@ def test_min_weight_zero_keeps_every_covered_pixel_and_zeroes_the_rest():
 
 def test_fourier_memory_estimate_counts_the_transform_buffers():
     table = (512 + 2 * 96) ** 2
-    fourier = ops.request_bytes((512, 512), 1, 4096, 64, "fourier", tf.complex64)
+    fourier = _kernel.request_elements((512, 512), 1, 4096, 64, "fourier", tf.complex64)
     assert fourier == 4096 * (64 * 64 + 2 * 96 * 96) + table  # two complex64 footprints
-    real = ops.request_bytes((512, 512), 1, 4096, 64, "fourier", tf.float32)
+    real = _kernel.request_elements((512, 512), 1, 4096, 64, "fourier", tf.float32)
     assert real == 4096 * (64 * 64 + 4 * 96 * 96) + table  # complex64 is two float32
-    chunk = ops.request_bytes((512, 512), 1, 4096, 64, "fourier", tf.complex64, buffered=256)
+    chunk = _kernel.request_elements((512, 512), 1, 4096, 64, "fourier", tf.complex64, buffered=256)
     assert chunk == 4096 * 64 * 64 + 256 * 2 * 96 * 96 + table
 
 
-@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("mode", ["eager", "tf.function"], indirect=True)
 def test_fourier_requests_beyond_memory_are_refused(mode, monkeypatch):
     from ptycho import _memory
 
@@ -414,9 +398,9 @@ def test_fourier_requests_beyond_memory_are_refused(mode, monkeypatch):
     monkeypatch.setattr(_memory, "available_memory", lambda: 2 * 2**20)
     obj = np.ones((64, 64), np.complex64)
     positions = np.full((64, 2), 30.0, np.float32)
-    assert run(mode, lambda o, p: ops.extract_patches(o, p, 32), obj, positions).shape[0] == 64
+    assert mode(lambda o, p: ops.extract_patches(o, p, 32))(obj, positions).shape[0] == 64
     with pytest.raises(ValueError, match="the patches would need"):
-        run(mode, lambda o, p: ops.extract_patches(o, p, 32, "fourier"), obj, positions)
+        mode(lambda o, p: ops.extract_patches(o, p, 32, "fourier"))(obj, positions)
 
 
 def test_a_non_finite_value_stays_local():

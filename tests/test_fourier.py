@@ -2,11 +2,9 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from support import random_object
 
 from ptycho import extract_patches
-from ptycho.layers import PatchExtractionLayer
 from ptycho.tf_helper import translate
 
 # Spatial frequencies (cycles per pixel) of the band-limited test object.
@@ -56,16 +54,6 @@ def test_far_positions_give_zeros(rng):
     positions = np.array([[1e7, 5.0], [-40.0, -40.0], [-21.5, 10.0], [5.0, 3e9]], np.float32)
     patches = extract_patches(obj, positions, 4, "fourier").numpy()
     assert np.all(patches == 0)
-
-
-def test_eager_and_jitted_calls_agree(rng):
-    obj = random_object(rng, (50, 50))
-    positions = rng.uniform(-5, 55, (300, 2)).astype(np.float32)
-    layer = PatchExtractionLayer(16, interpolation="fourier")
-    eager = layer(obj, positions).numpy()
-    jitted = tf.function(layer, jit_compile=True)(tf.constant(obj), tf.constant(positions))
-    np.testing.assert_allclose(eager, jitted.numpy(), atol=1e-5)
-    assert layer.get_config()["interpolation"] == "fourier"
 
 
 def test_translate_with_fourier_moves_content_by_the_offset(rng):

@@ -3,27 +3,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import random_object
+from support import positions_away_from_integers, random_object, smooth_object
 
 from ptycho import extract_patches
 
 INTERPOLATIONS = ["bilinear", "fourier"]
-
-
-def smooth_object(shape, count=1):
-    """A smooth complex object (low spatial frequencies only), `(count, H, W, 1)`."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    layers = []
-    for k in range(count):
-        phase = 2 * np.pi * (0.031 * yy + 0.047 * xx) + k
-        amplitude = 1 + 0.3 * np.cos(2 * np.pi * (0.023 * xx - 0.019 * yy) + k)
-        layers.append(amplitude * np.exp(1j * phase))
-    return np.stack(layers)[..., None]
-
-
-def positions_away_from_integers(rng, count, low, high):
-    whole = rng.integers(low, high, (count, 2))
-    return whole + rng.uniform(0.2, 0.8, (count, 2))
 
 
 def finite_difference(loss, positions, index, step=1e-4):
@@ -90,18 +74,3 @@ def test_object_gradient_is_the_adjoint(rng, interpolation, per_sample, channel)
     ahy = tape.gradient(inner, x).numpy()
     lhs, rhs = np.vdot(y, ax.numpy()), np.vdot(ahy, x.numpy())
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
-
-
-def test_gradients_inside_a_jitted_step_equal_eager_ones(rng):
-    obj = tf.Variable(smooth_object((40, 40))[0, :, :, 0])
-    positions = tf.Variable(positions_away_from_integers(rng, 20, 8, 30))
-
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.abs(extract_patches(obj, positions, 10)) ** 2)
-        return tape.gradient(loss, [obj, positions])
-
-    eager = step()
-    jitted = tf.function(step, jit_compile=True)()
-    for a, b in zip(eager, jitted, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)

@@ -20,7 +20,7 @@ import zlib
 import numpy as np
 import pytest
 
-from ptycho import _memory, cli
+from ptycho import _memory, _npz, cli
 from ptycho import data as data_module
 from ptycho.data import DataError, load_dataset, open_npz_arrays, read_rows, save_npz
 
@@ -420,8 +420,8 @@ def test_every_method_reads_exactly_in_blocks_of_any_size(tmp_path, monkeypatch,
     arrays["objectGuess"] = np.asfortranarray(arrays["objectGuess"].astype(np.complex128))
     arrays["diffraction"] = arrays["diffraction"].astype(np.float64)
     path = write_zip(tmp_path / "blocks.npz", arrays, method)
-    monkeypatch.setattr(data_module, "_BLOCK", 64)
-    monkeypatch.setattr(data_module, "_INPUT", 7)
+    monkeypatch.setattr(_npz, "_BLOCK", 64)
+    monkeypatch.setattr(_npz, "_INPUT", 7)
     loaded = load_dataset(path)
     for key, value in arrays.items():
         np.testing.assert_array_equal(loaded[key], value.astype(loaded[key].dtype), err_msg=key)
@@ -513,7 +513,7 @@ def test_a_file_truncated_while_it_is_read_is_one_error_not_sigbus(tmp_path):
     result = run_python(
         """
         import os, sys
-        from ptycho import data
+        from ptycho import _npz, data
         path = sys.argv[1]
         mapped = data.load_dataset(path)["diffraction"]
         os.truncate(path, mapped.offset + 100 * 8 * 8 * 4)  # 100 of its 2000 patterns
@@ -523,11 +523,11 @@ def test_a_file_truncated_while_it_is_read_is_one_error_not_sigbus(tmp_path):
         except data.DataError as err:
             print(err)
         # The CRC and finiteness pass reads the file too, never through the map.
-        again, original = sys.argv[2], data._Archive.array
+        again, original = sys.argv[2], _npz.Archive.array
         def shrink_first(self, member, *args, **kwargs):
             os.truncate(again, member.start + len(member.header) + 8)
             return original(self, member, *args, **kwargs)
-        data._Archive.array = shrink_first
+        _npz.Archive.array = shrink_first
         try:
             data.load_dataset(again)
         except data.DataError as err:

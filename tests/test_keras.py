@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import random_object
+from support import random_object, run_layer_test
 
 from ptycho import extract_patches
 from ptycho.layers import LearnableObject, PatchExtractionLayer
@@ -63,15 +63,32 @@ def test_sequential_model_with_a_learnable_object(rng, tmp_path):
     np.testing.assert_array_equal(loaded.get_layer("object").value.numpy(), initial)
 
 
-def test_functional_model_with_channel_positions(rng, tmp_path):
-    positions_in = keras.Input((1, 2, 4))
-    patches = LearnableObject((20, 24), 5, name="object")(positions_in)
-    model = keras.Model(positions_in, patches)
-    assert model.output.shape == (None, 5, 5, 4)
+def test_patch_extraction_layer_passes_the_layer_test(rng, tmp_path):
+    objs = random_object(rng, (4, 16, 16, 1))  # one object per group, so `fit` can batch
+    positions = rng.uniform(-2, 18, (4, 1, 2, 3)).astype(np.float32)
+    *_, output = run_layer_test(
+        PatchExtractionLayer,
+        {"N": 6, "interpolation": "bilinear", "name": "extract"},
+        [objs, positions],
+        tmp_path,
+        expected_output_shape=(4, 6, 6, 3),
+        expected_output_dtype="complex64",
+        expect_trained_weights=False,
+    )
+    np.testing.assert_array_equal(output, extract_patches(objs, positions, 6).numpy())
+
+
+def test_learnable_object_with_channel_positions_passes_the_layer_test(rng, tmp_path):
     positions = rng.uniform(1, 18, (3, 1, 2, 4)).astype(np.float32)
-    out = np.abs(model(positions).numpy())
-    np.testing.assert_allclose(out[:, 2, 2, :], 1, atol=1e-6)  # the initial object is ones
-    loaded = _round_trip(model, tmp_path, positions)
+    _, loaded, output = run_layer_test(
+        LearnableObject,
+        {"object_shape": (20, 24), "N": 5, "name": "object"},
+        [positions],
+        tmp_path,
+        expected_output_shape=(3, 5, 5, 4),
+        expected_output_dtype="complex64",
+    )
+    np.testing.assert_allclose(np.abs(output[:, 2, 2, :]), 1, atol=1e-6)  # initial ones
     assert isinstance(loaded.get_layer("object"), LearnableObject)
 
 
@@ -107,10 +124,19 @@ def test_learnable_object_precision_and_policy(rng):
     assert wide(np.array([[8.0, 8.0]])).dtype == tf.complex128
 
 
-def test_learnable_object_config_round_trip():
-    layer = LearnableObject((10, 12), 4, interpolation="nearest", name="obj")
-    config = layer.get_config()
-    clone = LearnableObject.from_config(config)
+def test_learnable_object_with_flat_positions_passes_the_layer_test(rng, tmp_path):
+    initial = random_object(rng, (10, 12))
+    positions = rng.uniform(-1, 12, (7, 2)).astype(np.float32)
+    layer, _, output = run_layer_test(
+        LearnableObject,
+        {"object_shape": (10, 12), "N": 4, "interpolation": "nearest", "initial": initial},
+        [positions],
+        tmp_path,
+        expected_output_shape=(7, 4, 4, 1),
+        expected_output_dtype="complex64",
+    )
+    np.testing.assert_array_equal(output, extract_patches(initial, positions, 4, "nearest"))
+    clone = LearnableObject.from_config(layer.get_config())
     assert clone.object_shape == (10, 12) and clone.N == 4
     assert clone.extract.interpolation == "nearest"
 
@@ -169,3 +195,31 @@ def test_fit_and_predict_with_one_shared_object(rng, jit_compile):
     # The same model with a dataset of positions from `patch_dataset`-style pipelines.
     dataset = tf.data.Dataset.from_tensor_slices((positions, targets)).batch(32)
     assert np.isfinite(model.evaluate(dataset, verbose=0))
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("layer_kwargs", [{}, {"autocast": True}])
+def test_keras_casts_no_input_of_the_layers(rng, monkeypatch, policy, layer_kwargs):
+    """Under a float32 or mixed policy, float64 positions and a complex128 object reach
+    `call` as they are (the layers rely on `autocast=False`, public Keras API): positions
+    cast to float32 would lose sub-pixel precision."""
+    seen = []
+    call = PatchExtractionLayer.call
+
+    def recording_call(self, obj, positions=None):
+        seen.append((obj.dtype, positions.dtype))
+        return call(self, obj, positions)
+
+    monkeypatch.setattr(PatchExtractionLayer, "call", recording_call)
+    keras.config.set_dtype_policy(policy)
+    obj = random_object(rng, (24, 24)).astype(np.complex128)
+    positions = np.array([[12.0 + 2.0**-30, 11.5], [3.25, 20.0]])  # not float32 numbers
+    layer = PatchExtractionLayer(6, **layer_kwargs)
+    for convert in (np.asarray, tf.constant):
+        out = layer(convert(obj), convert(positions))
+        assert seen.pop() == (tf.complex128, tf.float64)
+        np.testing.assert_array_equal(out.numpy(), extract_patches(obj, positions, 6).numpy())
+    inputs = keras.Input((2,), dtype="float64")
+    model = keras.Model(inputs, LearnableObject((24, 24), 6, initial=obj.real)(inputs))
+    model(positions)
+    assert seen.pop() == (tf.complex64, tf.float64)

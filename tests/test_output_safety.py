@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from ptycho import _files, cli, data, demo
-from ptycho.data import atomic_path, open_npz_arrays, save_npz
+from ptycho._files import atomic_path
+from ptycho.data import open_npz_arrays, save_npz
 
 SIMULATE = ["simulate", "--size", 32, "--N", 8, "--count", 4]
 

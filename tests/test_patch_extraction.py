@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from support import edge_positions, oracle_patches, random_object
 
-from ptycho import _kernel, extract_patches, ops
+from ptycho import _eager, _kernel, _windows, extract_patches
 from ptycho.layers import PatchExtractionLayer
 
 TOLERANCE = {np.complex64: 1e-6, np.complex128: 1e-12}
@@ -119,23 +119,11 @@ def test_mixed_precision_policy_keeps_complex_and_positions(rng):
     assert real.dtype == tf.float16
 
 
-@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-def test_eager_equals_xla_compiled(rng, dtype):
-    obj = random_object(rng, (48, 40), dtype)
-    positions = edge_positions(rng, 48, 40, 10, 40, REAL_OF[dtype])
-    layer = PatchExtractionLayer(10)
-    eager = layer(obj, positions)
-    compiled = tf.function(layer, jit_compile=True)(tf.constant(obj), tf.constant(positions))
-    graph = tf.function(layer)(tf.constant(obj), tf.constant(positions))
-    np.testing.assert_array_equal(eager.numpy(), compiled.numpy())
-    np.testing.assert_array_equal(eager.numpy(), graph.numpy())
-
-
 def test_large_eager_request_is_chunked_and_exact(rng):
     """More positions than one chunk: the chunks are stitched in order."""
     obj = random_object(rng, (70, 70))
     N = 32
-    count = 2 * ops.chunk_groups((N, N), 1, 1, tf.complex64) + 77  # two chunks and a tail
+    count = 2 * _eager.chunk_groups((N, N), 1, 1, tf.complex64) + 77  # two chunks and a tail
     positions = rng.uniform(-10, 80, (count, 2)).astype(np.float32)
     patches = extract_patches(obj, positions, N).numpy()
     assert patches.shape == (count, N, N, 1)
@@ -278,7 +266,7 @@ def test_block_gather_kernel_equals_per_sample_kernel(rng, interpolation):
 def test_chunked_output_is_a_usable_tensor(rng):
     """The stitched output feeds ordinary TensorFlow ops (64-byte aligned buffer)."""
     obj = random_object(rng, (70, 70))
-    positions = rng.uniform(0, 70, (ops.chunk_groups((32, 32), 1, 1, tf.complex64) + 5, 2))
+    positions = rng.uniform(0, 70, (_eager.chunk_groups((32, 32), 1, 1, tf.complex64) + 5, 2))
     patches = extract_patches(obj, positions, 32)
     total = tf.reduce_sum(tf.abs(patches) ** 2) + tf.reduce_sum(tf.math.real(patches * 2))
     expected = np.sum(np.abs(patches.numpy()) ** 2) + 2 * np.sum(patches.numpy().real)
@@ -320,7 +308,7 @@ def test_predict_with_per_sample_complex_objects(rng):
 def test_new_counts_reuse_programs_beyond_one_chunk_and_in_gradients(rng):
     obj = tf.constant(random_object(rng, (40, 40)))
     layer = PatchExtractionLayer(32)
-    chunk = ops.chunk_groups((32, 32), 1, 1, tf.complex64)
+    chunk = _eager.chunk_groups((32, 32), 1, 1, tf.complex64)
     layer(obj, rng.uniform(0, 40, (chunk + chunk // 2, 2)).astype(np.float32))
     forward = _kernel.gather_windows.experimental_get_tracing_count()
     for count in (chunk + 1, 2 * chunk - 1, 3 * chunk + 5):
@@ -357,7 +345,7 @@ def test_analytic_adjoint_matches_autodiff_of_the_per_sample_kernel(rng, per_sam
     d_obj, d_pos = _kernel.gather_windows_vjp(
         table, positions, index, d_out, **static, margin=margin
     )
-    ref_obj, ref_pos = ops._windows_vjp(obj, positions, index, d_out, **static)
+    ref_obj, ref_pos = _windows.windows_vjp(obj, positions, index, d_out, **static)
     np.testing.assert_allclose(d_obj.numpy(), ref_obj.numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(d_pos.numpy(), ref_pos.numpy(), rtol=0, atol=1e-11)
 
@@ -395,10 +383,10 @@ def test_unknown_object_batch_with_a_known_position_count(rng):
 def test_dlpack_view_without_native_protocol_shares_the_buffer():
     """TensorFlow before 2.20 has no `EagerTensor.__dlpack__`: the capsule path is used."""
     tensor = tf.complex(tf.random.normal([3, 5, 7]), tf.random.normal([3, 5, 7]))
-    view = np.from_dlpack(ops._Capsule(tensor))
+    view = np.from_dlpack(_eager.Capsule(tensor))
     np.testing.assert_array_equal(view, tensor.numpy())
     assert view.dtype == np.complex64 and view.shape == (3, 5, 7)
-    assert np.from_dlpack(ops._dlpack_view(tensor)).shape == (3, 5, 7)
+    assert np.from_dlpack(_eager.dlpack_view(tensor)).shape == (3, 5, 7)
     # No copy: every view reads the tensor's own buffer.
-    again = np.from_dlpack(ops._Capsule(tensor))
+    again = np.from_dlpack(_eager.Capsule(tensor))
     assert view.__array_interface__["data"][0] == again.__array_interface__["data"][0]

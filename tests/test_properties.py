@@ -5,8 +5,9 @@ more (see `conftest.py`).
 """
 
 import numpy as np
+import pytest
 import tensorflow as tf
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import oracle_patches
 
@@ -69,15 +70,18 @@ def test_iterative_and_batched_agree(case):
     np.testing.assert_allclose(batched, loop, rtol=0, atol=TOLERANCE[obj.dtype.type] * 10)
 
 
-@given(cases(max_count=200))
-def test_eager_and_xla_agree(case):
+# The `mode` fixture holds no state, so hypothesis may share it between examples.
+@pytest.mark.parametrize("mode", ["jit"], indirect=True)  # every mode: tests/test_modes.py
+@settings(
+    suppress_health_check=[*settings().suppress_health_check, HealthCheck.function_scoped_fixture]
+)
+@given(case=cases(max_count=200))
+def test_eager_and_xla_agree(mode, case):
     obj, positions, N = case
     layer = PatchExtractionLayer(N, dtype=obj.real.dtype.name)
-    eager = layer(obj, positions).numpy()
-    compiled = tf.function(layer, jit_compile=True)(tf.constant(obj), tf.constant(positions))
     scale = max(np.abs(obj).max(), 1e-300)
     tolerance = TOLERANCE[obj.dtype.type] * scale
-    np.testing.assert_allclose(eager, compiled.numpy(), rtol=0, atol=tolerance)
+    mode.agrees_with_eager(layer, tf.constant(obj), tf.constant(positions), atol=tolerance)
 
 
 @given(cases(max_n=48, max_side=120, max_count=100, dtypes=[np.complex128]))

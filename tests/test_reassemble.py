@@ -3,37 +3,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import edge_positions, random_object
+from support import edge_positions, numpy_overlap_add, random_object
 
-from ptycho import extract_patches, ops, reassemble_patches
-
-
-def numpy_overlap_add(patches, positions, shape, interpolation="bilinear"):
-    """Independent reference: spread every patch pixel onto its (up to) four neighbours."""
-    patches = np.asarray(patches)[..., 0]
-    positions = np.asarray(positions, np.float64)
-    count, N = patches.shape[0], patches.shape[1]
-    canvas = np.zeros(shape, np.result_type(patches.dtype, np.float64))
-    grid = np.arange(N) - N // 2
-    for k in range(count):
-        ys = positions[k, 1] + grid[:, None] + 0 * grid[None, :]
-        xs = positions[k, 0] + grid[None, :] + 0 * grid[:, None]
-        y0, x0 = np.floor(ys), np.floor(xs)
-        fy, fx = ys - y0, xs - x0
-        if interpolation == "nearest":
-            corners = [(y0 + (fy >= 0.5), x0 + (fx >= 0.5), np.ones_like(fy))]
-        else:
-            corners = [
-                (y0, x0, (1 - fy) * (1 - fx)),
-                (y0, x0 + 1, (1 - fy) * fx),
-                (y0 + 1, x0, fy * (1 - fx)),
-                (y0 + 1, x0 + 1, fy * fx),
-            ]
-        for rows, cols, weight in corners:
-            inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
-            r, c = rows[inside].astype(int), cols[inside].astype(int)
-            np.add.at(canvas, (r, c), weight[inside] * patches[k][inside])
-    return canvas
+from ptycho import _eager, extract_patches, reassemble_patches
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
@@ -87,23 +59,9 @@ def test_sub_pixel_round_trip_on_a_smooth_object(rng):
     assert np.abs(canvas.numpy()[inner] - obj[inner]).max() < 0.02
 
 
-def test_channel_format_and_graph_mode_agree_with_flat(rng):
-    positions = rng.uniform(0, 30, (6, 1, 2, 4))
-    patches = random_object(rng, (6, 7, 7, 4), np.complex128)
-    flat_pos = np.transpose(positions[:, 0], (0, 2, 1)).reshape(-1, 2)
-    flat = np.transpose(patches, (0, 3, 1, 2)).reshape(-1, 7, 7, 1)
-    expected = reassemble_patches(flat, flat_pos, (30, 30)).numpy()
-    channel = reassemble_patches(patches, positions, (30, 30)).numpy()
-    graph = tf.function(lambda p, q: reassemble_patches(p, q, (30, 30)))(
-        tf.constant(patches), tf.constant(positions)
-    )
-    np.testing.assert_allclose(channel, expected, atol=1e-12)
-    np.testing.assert_allclose(graph.numpy(), expected, atol=1e-12)
-
-
 def test_many_patches_go_through_in_bounded_chunks(rng, monkeypatch):
     """Eager reassembly of more patches than one chunk adds the chunks exactly."""
-    monkeypatch.setattr(ops, "CHUNK_BYTES", 8 * 8 * 16 * 8)  # 16 patches of 8 x 8 per chunk
+    monkeypatch.setattr(_eager, "CHUNK_BYTES", 8 * 8 * 16 * 8)  # 16 patches of 8 x 8 per chunk
     positions = rng.uniform(-4, 44, (101, 2)).astype(np.float32)
     patches = random_object(rng, (101, 8, 8, 1), np.complex64)
     eager = reassemble_patches(patches, positions, (40, 40), normalize=False).numpy()

@@ -2,7 +2,7 @@
 
     python docs/scripts/dlpack_views.py
 
-`_chunked` in `ptycho/ops.py` copies each XLA chunk into one preallocated buffer. It views
+`run_chunked` in `ptycho/_eager.py` copies each XLA chunk into one preallocated buffer. It views
 the chunk through DLPack: `EagerTensor.__dlpack__` on TensorFlow 2.20 and later, and the
 capsule of `tf.experimental.dlpack.to_dlpack` on 2.16 to 2.19, which have no `__dlpack__`.
 This prints the best of 20 copies of a 32 MiB complex64 chunk for each way available.
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ptycho import ops
+from ptycho import _eager
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     out = np.empty(chunk.shape.as_list(), np.complex64)
     ways = {
         "tensor.numpy()": chunk.numpy,
-        "DLPack capsule (ops._Capsule)": lambda: np.from_dlpack(ops._Capsule(chunk)),
+        "DLPack capsule (_eager.Capsule)": lambda: np.from_dlpack(_eager.Capsule(chunk)),
     }
     if hasattr(chunk, "__dlpack__"):
         ways["EagerTensor.__dlpack__"] = lambda: np.from_dlpack(chunk)

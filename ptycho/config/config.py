@@ -1,17 +1,29 @@
-"""Configuration dataclasses, and the bridge to the legacy `ptycho.params` dictionary.
+"""Configuration dataclasses: the settings, their defaults and their validation.
+
+This module owns the defaults (the dataclass fields, gathered in :data:`DEFAULTS`) and
+the checks of every setting. It knows nothing of the legacy `ptycho.params` dictionary,
+which builds on it: a legacy mapping reaches :func:`resolve` only as an argument.
 
 Precedence at the legacy entry points, highest first: explicit arguments, then a config
-object, then `ptycho.params.cfg`, then :data:`ptycho.params.DEFAULTS`.
+object, then the legacy dictionary, then :data:`DEFAULTS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import MutableMapping
+import types
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-__all__ = ["ModelConfig", "TrainingConfig", "resolve", "update_legacy_dict", "validate_field"]
+__all__ = [
+    "DEFAULTS",
+    "ModelConfig",
+    "TrainingConfig",
+    "resolve",
+    "update_legacy_dict",
+    "validate_field",
+]
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -99,6 +111,10 @@ def _flatten(config: Any) -> dict[str, Any]:
     )
 
 
+#: Every setting's default, read-only: the field defaults of the dataclasses above.
+DEFAULTS: Mapping[str, Any] = types.MappingProxyType(_flatten(TrainingConfig()))
+
+
 def update_legacy_dict(cfg: MutableMapping[str, Any], config: Any) -> None:
     """Copy every non-`None` field of `config` into the legacy dictionary `cfg`.
 
@@ -109,17 +125,31 @@ def update_legacy_dict(cfg: MutableMapping[str, Any], config: Any) -> None:
             cfg[name] = value
 
 
-def resolve(name: str, explicit: Any = None, config: Any = None) -> Any:
-    """One setting by precedence: explicit, then `config`, then `params.cfg`, then defaults."""
-    from ptycho import params
+def resolve(
+    name: str,
+    explicit: Any = None,
+    config: Any = None,
+    legacy: Mapping[str, Any] | None = None,
+) -> Any:
+    """One setting by precedence: `explicit`, then `config`, then `legacy`, then the defaults.
 
+    Args:
+        name: the setting, a key of :data:`DEFAULTS`.
+        explicit: the value passed by the caller, used unless `None`.
+        config: an optional :class:`ModelConfig` or :class:`TrainingConfig`.
+        legacy: an optional mapping consulted before the defaults; the legacy entry
+            points pass `ptycho.params.cfg` (see :func:`ptycho.params.resolve`).
+
+    Returns:
+        The value, validated.
+    """
     if explicit is not None:
         value = explicit
     else:
         value = None if config is None else _flatten(config).get(name)
+        if value is None and legacy is not None:
+            value = legacy.get(name)
         if value is None:
-            value = params.cfg.get(name)
-        if value is None:
-            value = params.DEFAULTS[name]
+            value = DEFAULTS[name]
     validate_field(name, value)
     return value

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptycho import ops
+from ptycho import _validation
 from ptycho._memory import check_memory
 from ptycho.layers.patch_extraction import PatchExtractionLayer
 
@@ -56,7 +56,7 @@ class LearnableObject(keras.layers.Layer):
         dtype = kwargs.pop("dtype", None)
         precision = "float64" if _is_float64(dtype) else "float32"
         super().__init__(dtype=precision, autocast=False, **kwargs)
-        height, width = ops.check_object_shape(object_shape)
+        height, width = _validation.check_object_shape(object_shape)
         self.object_shape = (height, width)
         start = None if initial is None else np.asarray(initial)
         if start is not None and start.shape != self.object_shape:

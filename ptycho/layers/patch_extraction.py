@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ptycho import ops
+from ptycho import _validation, ops
 
 __all__ = ["PatchExtractionLayer"]
 
@@ -30,8 +30,10 @@ class PatchExtractionLayer(keras.layers.Layer):
         N: patch size in pixels, a positive int.
         interpolation: `"bilinear"` (default), `"nearest"` or `"fourier"` (a band-limited
             shift of the integer window with a margin of 16 pixels on every side; see
-            :func:`ptycho._kernel._fourier_shift` for its accuracy and artefacts).
-        **kwargs: base layer arguments (`name`, `dtype`, ...).
+            `interpolation="fourier"` in the README's "On-graph use" section for its
+            accuracy and artefacts).
+        **kwargs: base layer arguments (`name`, `dtype`, ...). `autocast` is always
+            False: Keras never casts the inputs (see `call`).
 
     Call arguments (as `layer(obj, positions)` or, the Keras multi-input form,
     `layer([obj, positions])`):
@@ -63,14 +65,15 @@ class PatchExtractionLayer(keras.layers.Layer):
     """
 
     def __init__(self, N: int, interpolation: str = "bilinear", **kwargs):
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.N = ops.check_size(N)
-        self.interpolation = ops.check_interpolation(interpolation)
-        self.supports_jit = True
         # Inputs are converted by `call`: positions must never be cast to a low-precision
-        # float, and complex objects never to a real dtype.
-        self._convert_input_args = False
+        # float, and complex objects never to a real dtype. With `autocast=False` (public
+        # Keras API) Keras leaves float inputs as they are; the layer has no weights, so
+        # the flag changes nothing else.
+        kwargs["autocast"] = False
+        super().__init__(**kwargs)
+        self.N = _validation.check_size(N)
+        self.interpolation = _validation.check_interpolation(interpolation)
+        self.supports_jit = True
 
     def __call__(self, obj, positions=None, **kwargs):
         obj, positions = _pair(obj, positions, "inputs")
@@ -80,7 +83,7 @@ class PatchExtractionLayer(keras.layers.Layer):
 
     def call(self, obj, positions=None):
         obj, positions = _pair(obj, positions, "inputs")
-        obj = ops.as_object(obj, dtype=tf.as_dtype(self.compute_dtype))
+        obj = _validation.as_object(obj, dtype=tf.as_dtype(self.compute_dtype))
         return ops.extract_patches(obj, positions, self.N, self.interpolation)
 
     def compute_output_shape(self, obj_shape, positions_shape=None):
@@ -130,4 +133,4 @@ def _is_shape(value) -> bool:
 def _as_input(value, name: str):
     if isinstance(value, keras.KerasTensor | tf.Tensor):
         return value
-    return ops.to_tensor(value, name)
+    return _validation.to_tensor(value, name)
