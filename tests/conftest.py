@@ -1,4 +1,13 @@
-"""Shared fixtures and legacy-state hygiene for the test suite."""
+"""Shared fixtures and legacy-state hygiene for the test suite.
+
+`test_<module>.py` tests `ptycho/<module>.py` (or `ptycho/_<module>.py`), and
+`test_<module>_<topic>.py` one topic of it: `test_ops_reassemble.py`, `test_kernel_fourier.py`,
+`test_windows_gradients.py`, `test_cli_training_file.py`. The other files test one property
+across modules: `test_modes.py` (every public op in every execution mode), `test_properties.py`
+(hypothesis), `test_extreme_values.py`, `test_limits.py` (resources), `test_fuzz.py` and
+`fuzz/`, `test_distribute.py`, and the documents (`test_readme.py`, `test_docs.py`,
+`test_notebooks.py`). `support.py` holds the float64 oracles and helpers.
+"""
 
 import os
 
