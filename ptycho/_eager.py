@@ -2,23 +2,27 @@
 
 Called eagerly, a compiled kernel would compile anew for every number of positions and
 every object shape, and hold its whole output and temporaries at once. Here eager calls
-run in chunks of a few fixed sizes, written into one preallocated output buffer that is
-handed to TensorFlow without a copy, and object tables are padded to a few bucketed
+run in chunks of a few fixed sizes, copied into one output tensor from TensorFlow's
+allocator, and object tables are padded to a few bucketed
 shapes. Inside a `tf.function` none of this applies: the kernel runs on the whole batch.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import functools
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from ptycho import _kernel
+
 __all__ = [
     "BUCKET_SLACK",
     "CHUNK_BYTES",
+    "PIECE_CHUNKS",
     "Capsule",
     "bucket_shape",
     "bucketed",
@@ -26,8 +30,10 @@ __all__ = [
     "chunk_groups",
     "dlpack_view",
     "padded_count",
+    "pieces",
     "run_chunked",
     "sum_chunked",
+    "writable_view",
 ]
 
 # Eager calls are cut into chunks of about this many output bytes (padded to a few fixed
@@ -62,52 +68,117 @@ def step_groups(obj, grouped, static) -> int:
     return chunk_groups(static["size"], grouped.shape[1], channels, obj.dtype)
 
 
+# A call on more than one chunk runs as one program when its chunk count is a power of
+# two (the output is then the program's own, with no copy), and otherwise in pieces of a
+# power of two of chunks, at most this many, copied into place.
+PIECE_CHUNKS = 8
+
+
+def pieces(chunks: int, whole: bool = True) -> list[int]:
+    """The chunk counts of the programs that run `chunks` whole chunks, largest first.
+
+    With `whole`, a power of two runs as one program: the fused block-gather kernel needs
+    no memory beyond its output, so this holds only the output and at most one chunk of
+    padding. Any other count is split into powers of two of at most `PIECE_CHUNKS`
+    chunks, so that the pieces in flight beside the output stay small. Each object shape
+    thus compiles a few programs, one per power of two. Without `whole` (kernels that
+    hold temporaries per patch in flight: `"fourier"`'s transform buffers, about four
+    times its output, or the per-sample gather), every chunk runs on its own.
+    """
+    if not whole:
+        return [1] * chunks
+    if chunks & (chunks - 1) == 0:
+        return [chunks]
+    out = [PIECE_CHUNKS] * (chunks // PIECE_CHUNKS)
+    rest = chunks % PIECE_CHUNKS
+    out += [1 << k for k in reversed(range(rest.bit_length())) if rest >> k & 1]
+    return out
+
+
 def run_chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
     """Run an XLA kernel eagerly over fixed-size chunks of the groups.
 
-    A request of up to one chunk is padded to a power of two; a larger one runs in whole
-    chunks, its tail padded to a full chunk. XLA therefore compiles a handful of programs
-    per object shape, not one per number of positions. The chunks are written into one
-    preallocated, 64-byte aligned output buffer that is handed to TensorFlow without a
-    copy.
+    A request of up to one chunk is padded to a power of two; a larger one is padded to
+    whole chunks and runs in the :func:`pieces` of a power of two of chunks. XLA therefore
+    compiles a handful of programs per object shape, not one per number of positions. A
+    single piece's output is returned as it is (a slice of it, without a copy); several
+    pieces are copied into one output tensor (see :func:`writable_view`).
     """
     groups, c, _ = grouped.shape
     size = static["size"]
     channels = table.shape[-1] // (2 if static["complex_out"] else 1)
     step = chunk_groups(size, c, channels, dtype)
 
-    def call(start, stop):
-        count = stop - start
-        padded = padded_count(count, step) if groups <= step else step
-        pos = grouped[start:stop]
-        idx = None if obj_index is None else obj_index[start:stop]
-        if padded != count:
-            pos = tf.pad(pos, [[0, padded - count], [0, 0], [0, 0]])
-            idx = None if idx is None else tf.pad(idx, [[0, padded - count]])
-        out = run(table, pos, idx, **static)
-        return out if padded == count else out[:count]
-
     if groups <= step:
-        return call(0, groups)
+        padded = padded_count(groups, step)
+        pos, idx = grouped, obj_index
+        if padded != groups:
+            pos = tf.pad(pos, [[0, padded - groups], [0, 0], [0, 0]])
+            idx = None if idx is None else tf.pad(idx, [[0, padded - groups]])
+        out = run(table, pos, idx, **static)
+        return out if padded == groups else out[:groups]
+    # The positions are padded and split once, and the kernel is called as a concrete
+    # function, which saves the per-call argument matching of `tf.function` and the
+    # slicing of eager tensors.
+    chunks = -(-groups // step)
+    extra = chunks * step - groups
+    whole = run is _kernel.gather_windows and static["interpolation"] != "fourier"
+    sizes = [n * step for n in pieces(chunks, whole)]
+    positions = tf.split(tf.pad(grouped, [[0, extra], [0, 0], [0, 0]]), sizes)
+    indices = [None] * len(sizes)
+    if obj_index is not None:
+        indices = tf.split(tf.pad(obj_index, [[0, extra]]), sizes)
+    kernels = {}
+
+    def kernel(pos, idx):
+        n = pos.shape[0]
+        if n not in kernels:
+            kernels[n] = run.get_concrete_function(table, pos, idx, **static)
+        # Called with the traced signature: other arguments fail its binding first, and
+        # the error message it then builds prints every tensor.
+        return kernels[n](table, pos, idx, **static)
+
+    if len(sizes) == 1:
+        return kernel(positions[0], indices[0])[:groups]  # a slice along axis 0: no copy
+    outputs = (kernel(p, i) for p, i in zip(positions, indices, strict=True))
+    starts = np.cumsum([0, *sizes[:-1]]).tolist()
     np_dtype = dtype.as_numpy_dtype
     on_cpu = ":CPU:" in table.device.upper()
     if not on_cpu or np.dtype(np_dtype).kind not in "fc":  # accelerators, bfloat16
-        return tf.concat([call(s, min(s + step, groups)) for s in range(0, groups, step)], 0)
-    out = aligned_empty((groups, *size, c, channels), np_dtype)
+        return tf.concat(list(outputs), 0)[:groups]
+    result = tf.raw_ops.Empty(shape=(groups, *size, c, channels), dtype=dtype, init=False)
+    out = writable_view(result)
 
-    def store(start, stop, chunk):
-        out[start:stop] = np.from_dlpack(dlpack_view(chunk))  # no copy out; drops the GIL
+    def store(start, piece):
+        stop = min(start + piece.shape[0], groups)
+        out[start:stop] = np.from_dlpack(dlpack_view(piece))[: stop - start]  # drops the GIL
 
-    # Each chunk is copied into place on a helper thread while XLA computes the next one.
+    # Each piece is copied into place on a helper thread while XLA computes the next one.
     pending = None
-    for start in range(0, groups, step):
-        stop = min(start + step, groups)
-        chunk = call(start, stop)
+    for start, piece in zip(starts, outputs, strict=True):
         if pending is not None:
             pending.result()
-        pending = _copier().submit(store, start, stop, chunk)
+        pending = _copier().submit(store, start, piece)
     pending.result()
-    return tf.experimental.dlpack.from_dlpack(out.__dlpack__())
+    return result
+
+
+def writable_view(tensor: tf.Tensor) -> np.ndarray:
+    """A writable NumPy view of a CPU `tensor` that nothing else has seen yet.
+
+    `run_chunked` assembles its output in a tensor from TensorFlow's own allocator
+    (`tf.raw_ops.Empty`), not in a NumPy array handed over by DLPack: TensorFlow reuses
+    the memory of freed tensors, so a call after the previous output is dropped writes to
+    pages already mapped, as the XLA kernels' own outputs do, where a fresh NumPy array
+    pays a page fault every 4 KiB (12 ms per 128 MiB on the reference machine, more than
+    the kernel). DLPack views are read-only, so the view is built from the buffer's
+    address; it is written before the tensor is returned, never after.
+    """
+    shared = np.from_dlpack(dlpack_view(tensor))
+    if shared.nbytes == 0:
+        return shared
+    buffer = (ctypes.c_char * shared.nbytes).from_address(shared.ctypes.data)
+    return np.frombuffer(buffer, shared.dtype).reshape(shared.shape)
 
 
 def dlpack_view(tensor: tf.Tensor):
@@ -144,18 +215,6 @@ def _copier() -> concurrent.futures.ThreadPoolExecutor:
 # A forked child inherits the executor without its thread: start a new one there.
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_copier.cache_clear)
-
-
-def aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
-    """An uninitialised array whose data starts on an `alignment`-byte boundary.
-
-    TensorFlow's kernels require 64-byte aligned buffers; an array handed to TensorFlow
-    through DLPack must therefore be allocated with that alignment.
-    """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + alignment, dtype=np.uint8)
-    start = -raw.ctypes.data % alignment
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 # Every new table shape would compile new XLA programs, which TensorFlow keeps for the

@@ -306,14 +306,24 @@ def test_predict_with_per_sample_complex_objects(rng):
 
 
 def test_new_counts_reuse_programs_beyond_one_chunk_and_in_gradients(rng):
+    """Beyond one chunk, counts run in programs of a power of two of chunks: counts that
+    need the same powers reuse them, and a new power compiles one program."""
     obj = tf.constant(random_object(rng, (40, 40)))
     layer = PatchExtractionLayer(32)
     chunk = _eager.chunk_groups((32, 32), 1, 1, tf.complex64)
-    layer(obj, rng.uniform(0, 40, (chunk + chunk // 2, 2)).astype(np.float32))
-    forward = _kernel.gather_windows.experimental_get_tracing_count()
-    for count in (chunk + 1, 2 * chunk - 1, 3 * chunk + 5):
-        layer(obj, rng.uniform(0, 40, (count, 2)).astype(np.float32))
-    assert _kernel.gather_windows.experimental_get_tracing_count() == forward
+
+    def traces_after(*counts):
+        for count in counts:
+            patches = layer(obj, rng.uniform(0, 40, (count, 2)).astype(np.float32))
+            assert patches.shape == (count, 32, 32, 1)
+        return _kernel.gather_windows.experimental_get_tracing_count()
+
+    forward = traces_after(chunk, chunk + chunk // 2)  # one chunk, two chunks
+    assert traces_after(chunk + 1, 2 * chunk - 1, 3 * chunk) == forward  # 2, 2, 2 + 1
+    assert traces_after(3 * chunk + 5) == forward + 1  # four chunks: one new program
+    assert traces_after(4 * chunk - 3, 7 * chunk) == forward + 1  # 4, and 4 + 2 + 1
+    assert _eager.pieces(3) == [2, 1] and _eager.pieces(21) == [8, 8, 4, 1]
+    assert _eager.pieces(64) == [64] and _eager.pieces(3, whole=False) == [1, 1, 1]
 
     def gradient(count):
         positions = tf.Variable(rng.uniform(0, 40, (count, 2)).astype(np.float32))
