@@ -15,6 +15,7 @@ from benchmarks.methods import (
     QUICK_SKIPS,
     SINGLE_RUN,
     Case,
+    Unavailable,
     build,
     make_inputs,
     naive_bytes,
@@ -108,7 +109,13 @@ def run_table(case: Case, args) -> list[dict]:
             rows.append(row)
             progress(" skipped")
             continue
-        built = build(method, case, args.loop_patches)
+        try:
+            built = build(method, case, args.loop_patches)
+        except Unavailable as why:
+            row["note"] = f"skipped: {why}"
+            rows.append(row)
+            progress(" skipped")
+            continue
         repeats = 1 if method in SINGLE_RUN else args.repeats
         row["seconds"] = best_time(built.run, repeats) * built.factor
         row["note"] = built.label
@@ -144,8 +151,10 @@ def engine_checks(case: Case, args) -> dict:
     progress("engine checks: compilation at a new object size and new counts")
     fresh = tf.constant(demo_object(case.size - 12))
     layer = PatchExtractionLayer(case.N)
+    # Every call here is waited for as `best_time` waits for the warm ones (one element
+    # copied out): a `.numpy()` of the whole output would charge a copy to the first calls.
     start = time.perf_counter()
-    layer(fresh, pos_t).numpy()
+    wait(layer(fresh, pos_t))
     first = time.perf_counter() - start
     warm = best_time(lambda: layer(fresh, pos_t), args.repeats)
     # Each count is new, so each call is a first call at its count; one call is noisy on a
@@ -154,7 +163,7 @@ def engine_checks(case: Case, args) -> dict:
     ratios = []
     for count in counts:
         start = time.perf_counter()
-        layer(fresh, pos_t[:count]).numpy()
+        wait(layer(fresh, pos_t[:count]))
         ratios.append((time.perf_counter() - start) / warm)
     checks["first_call_extra_s"] = first - warm
     checks["new_count_call_over_warm"] = float(sorted(ratios)[len(ratios) // 2])
@@ -200,6 +209,19 @@ def engine_checks(case: Case, args) -> dict:
         small_time = best_time(lambda: layer(obj_t, pos_t), args.repeats)
         checks["scaling_patches"] = big.patches
         checks["scaling_per_patch_ratio"] = (big_time / big.patches) / (small_time / case.patches)
+        checks["scaling_layer_eager_s"] = big_time
+        # The eager layer against the jitted one, a fresh-destination copy and JAX there too.
+        for method in ("layer_jit", "copy", "jax_vmap"):
+            try:
+                seconds = best_time(build(method, big, args.loop_patches).run, 2)
+            except Unavailable:
+                continue
+            checks[f"scaling_{method}_s"] = seconds
+        if "scaling_layer_jit_s" in checks:
+            checks["scaling_eager_over_jit"] = big_time / checks["scaling_layer_jit_s"]
+        checks["scaling_fraction_of_copy"] = checks["scaling_copy_s"] / big_time
+        if "scaling_jax_vmap_s" in checks:
+            checks["scaling_speedup_vs_jax"] = checks["scaling_jax_vmap_s"] / big_time
         checks["scaling_output_bytes"] = big.output_bytes
         for method in ("layer_eager", "get_image_patches"):
             extra = measure_memory(method, big, args.loop_patches, args.keep_freed_memory)

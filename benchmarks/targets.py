@@ -39,6 +39,15 @@ TARGETS = (
         "x",
         "table",
     ),
+    Target("layer_eager_over_jit", "eager layer over the jitted layer", "<=", 1.5, "x", "table"),
+    Target(
+        "layer_speedup_vs_jax",
+        "eager layer over a jitted JAX vmap of dynamic_slice",
+        ">=",
+        1,
+        "x",
+        "table",
+    ),
     Target(
         "first_call_extra_s",
         "first call at a new object size, over a warm call",
@@ -61,6 +70,30 @@ TARGETS = (
         "time per patch at the large P over the default",
         "<=",
         1.3,
+        "x",
+        "scaling",
+    ),
+    Target(
+        "scaling_eager_over_jit",
+        "the eager layer over the jitted one there",
+        "<=",
+        1.5,
+        "x",
+        "scaling",
+    ),
+    Target(
+        "scaling_fraction_of_copy",
+        "the eager layer there, fraction of the copy's",
+        ">=",
+        0.5,
+        "",
+        "scaling",
+    ),
+    Target(
+        "scaling_speedup_vs_jax",
+        "the eager layer there over the JAX method",
+        ">=",
+        1,
         "x",
         "scaling",
     ),
@@ -95,6 +128,10 @@ def headline_figures(rows: list[dict]) -> dict:
             figures["layer_over_crop_and_resize"] = (
                 timed["crop_and_resize"]["seconds"] / layer["seconds"]
             )
+        if "layer_jit" in timed:
+            figures["layer_eager_over_jit"] = layer["seconds"] / timed["layer_jit"]["seconds"]
+        if "jax_vmap" in timed:
+            figures["layer_speedup_vs_jax"] = timed["jax_vmap"]["seconds"] / layer["seconds"]
     return figures
 
 
