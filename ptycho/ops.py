@@ -32,8 +32,9 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
     """Extract the `N x N` object patch at every position.
 
     This is the functional form of :class:`ptycho.layers.PatchExtractionLayer`; see
-    :mod:`ptycho.ops` for the coordinate convention. Eager calls run in chunks of a few
-    fixed sizes; inside a `tf.function` the whole batch is one XLA kernel.
+    :mod:`ptycho.ops` for the coordinate convention. Eager calls run as XLA programs of a
+    few fixed sizes (a power of two of 16 MiB chunks); inside a `tf.function` the whole
+    batch is one XLA kernel.
 
     Args:
         obj: `(H, W)` or `(1, H, W, 1)` object shared by every position, or
