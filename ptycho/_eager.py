@@ -1,10 +1,10 @@
-"""Eager execution of the XLA kernels: fixed-size chunks, bucketed shapes, one buffer.
+"""Eager execution of the XLA kernels: fixed-size chunks, bucketed shapes.
 
 Called eagerly, a compiled kernel would compile anew for every number of positions and
-every object shape, and hold its whole output and temporaries at once. Here eager calls
-run in chunks of a few fixed sizes, copied into one output tensor from TensorFlow's
-allocator, and object tables are padded to a few bucketed
-shapes. Inside a `tf.function` none of this applies: the kernel runs on the whole batch.
+every object shape. Here eager calls are padded to whole chunks of a few fixed sizes and
+run as programs of a power of two of chunks (see :func:`run_chunked`), and object tables
+are padded to a few bucketed shapes. Inside a `tf.function` none of this applies: the
+kernel runs on the whole batch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ptycho import _kernel
 __all__ = [
     "BUCKET_SLACK",
     "CHUNK_BYTES",
-    "PIECE_CHUNKS",
+    "PIECE_BYTES",
     "Capsule",
     "bucket_shape",
     "bucketed",
@@ -36,11 +36,11 @@ __all__ = [
     "writable_view",
 ]
 
-# Eager calls are cut into chunks of about this many output bytes (padded to a few fixed
-# sizes), so a new number of positions does not trigger a new XLA compilation and peak
-# memory stays near the size of the output. 16 MiB measured best on the 2-core reference
-# machine: smaller chunks pay XLA's per-call cost (about 0.7 ms) too often, larger ones
-# fall out of the 32 MiB L3 cache before they are copied into place.
+# Eager calls are padded to whole chunks of about this many output bytes, so that a new
+# number of positions does not trigger a new XLA compilation. 16 MiB measured best on the
+# 2-core reference machine for chunk-by-chunk runs: smaller chunks pay XLA's per-call cost
+# (about 0.7 ms) too often, larger ones fall out of the 32 MiB L3 cache before they are
+# copied into place.
 CHUNK_BYTES = 16 * 2**20
 
 
@@ -70,27 +70,30 @@ def step_groups(obj, grouped, static) -> int:
 
 # A call on more than one chunk runs as one program when its chunk count is a power of
 # two (the output is then the program's own, with no copy), and otherwise in pieces of a
-# power of two of chunks, at most this many, copied into place.
-PIECE_CHUNKS = 8
+# power of two of chunks, each of at most this many bytes of output (and at least one
+# chunk), copied into place: at most two pieces are held beside the output.
+PIECE_BYTES = 4 * CHUNK_BYTES
 
 
-def pieces(chunks: int, whole: bool = True) -> list[int]:
+def pieces(chunks: int, whole: bool = True, most: int = PIECE_BYTES // CHUNK_BYTES) -> list[int]:
     """The chunk counts of the programs that run `chunks` whole chunks, largest first.
 
     With `whole`, a power of two runs as one program: the fused block-gather kernel needs
     no memory beyond its output, so this holds only the output and at most one chunk of
-    padding. Any other count is split into powers of two of at most `PIECE_CHUNKS`
-    chunks, so that the pieces in flight beside the output stay small. Each object shape
-    thus compiles a few programs, one per power of two. Without `whole` (kernels that
-    hold temporaries per patch in flight: `"fourier"`'s transform buffers, about four
-    times its output, or the per-sample gather), every chunk runs on its own.
+    padding (which the returned slice keeps). Any other count is split into powers of two
+    of at most `most` chunks, so that the pieces in flight beside the output stay small.
+    Each object shape thus compiles a few programs, one per power of two. Without
+    `whole` (kernels that hold temporaries per patch in flight: `"fourier"`'s transform
+    buffers, about four times its output, or the per-sample gather), every chunk runs on
+    its own.
     """
     if not whole:
         return [1] * chunks
     if chunks & (chunks - 1) == 0:
         return [chunks]
-    out = [PIECE_CHUNKS] * (chunks // PIECE_CHUNKS)
-    rest = chunks % PIECE_CHUNKS
+    most = 1 << (max(1, most).bit_length() - 1)  # a power of two
+    out = [most] * (chunks // most)
+    rest = chunks % most
     out += [1 << k for k in reversed(range(rest.bit_length())) if rest >> k & 1]
     return out
 
@@ -123,7 +126,8 @@ def run_chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
     chunks = -(-groups // step)
     extra = chunks * step - groups
     whole = run is _kernel.gather_windows and static["interpolation"] != "fourier"
-    sizes = [n * step for n in pieces(chunks, whole)]
+    chunk_bytes = step * max(c, 1) * size[0] * size[1] * max(channels, 1) * dtype.size
+    sizes = [n * step for n in pieces(chunks, whole, PIECE_BYTES // chunk_bytes)]
     positions = tf.split(tf.pad(grouped, [[0, extra], [0, 0], [0, 0]]), sizes)
     indices = [None] * len(sizes)
     if obj_index is not None:
@@ -131,6 +135,8 @@ def run_chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
     kernels = {}
 
     def kernel(pos, idx):
+        if tf.config.functions_run_eagerly():  # honoured by calls, not concrete functions
+            return run(table, pos, idx, **static)
         n = pos.shape[0]
         if n not in kernels:
             kernels[n] = run.get_concrete_function(table, pos, idx, **static)
@@ -146,19 +152,26 @@ def run_chunked(run, table, grouped, obj_index, static, dtype) -> tf.Tensor:
     on_cpu = ":CPU:" in table.device.upper()
     if not on_cpu or np.dtype(np_dtype).kind not in "fc":  # accelerators, bfloat16
         return tf.concat(list(outputs), 0)[:groups]
-    result = tf.raw_ops.Empty(shape=(groups, *size, c, channels), dtype=dtype, init=False)
+    with tf.device(table.device):
+        result = tf.raw_ops.Empty(shape=(groups, *size, c, channels), dtype=dtype, init=False)
     out = writable_view(result)
 
-    def store(start, piece):
+    def store(start, piece, owner=result):  # `owner` keeps the buffer alive while written
         stop = min(start + piece.shape[0], groups)
         out[start:stop] = np.from_dlpack(dlpack_view(piece))[: stop - start]  # drops the GIL
 
     # Each piece is copied into place on a helper thread while XLA computes the next one.
+    # Whatever happens here (an error, an interrupt), no copy outlives this function.
     pending = None
-    for start, piece in zip(starts, outputs, strict=True):
+    try:
+        for start, piece in zip(starts, outputs, strict=True):
+            if pending is not None:
+                pending.result()
+            pending = _copier().submit(store, start, piece)
+            del piece
+    finally:
         if pending is not None:
-            pending.result()
-        pending = _copier().submit(store, start, piece)
+            concurrent.futures.wait([pending])
     pending.result()
     return result
 
@@ -172,11 +185,12 @@ def writable_view(tensor: tf.Tensor) -> np.ndarray:
     pages already mapped, as the XLA kernels' own outputs do, where a fresh NumPy array
     pays a page fault every 4 KiB (12 ms per 128 MiB on the reference machine, more than
     the kernel). DLPack views are read-only, so the view is built from the buffer's
-    address; it is written before the tensor is returned, never after.
+    address; it does not keep `tensor` alive, so the caller holds `tensor` while writing
+    (`run_chunked` waits for every copy before it returns or raises).
     """
     shared = np.from_dlpack(dlpack_view(tensor))
     if shared.nbytes == 0:
-        return shared
+        return np.empty(shared.shape, shared.dtype)  # nothing to write
     buffer = (ctypes.c_char * shared.nbytes).from_address(shared.ctypes.data)
     return np.frombuffer(buffer, shared.dtype).reshape(shared.shape)
 

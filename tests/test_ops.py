@@ -322,7 +322,8 @@ def test_new_counts_reuse_programs_beyond_one_chunk_and_in_gradients(rng):
     assert traces_after(chunk + 1, 2 * chunk - 1, 3 * chunk) == forward  # 2, 2, 2 + 1
     assert traces_after(3 * chunk + 5) == forward + 1  # four chunks: one new program
     assert traces_after(4 * chunk - 3, 7 * chunk) == forward + 1  # 4, and 4 + 2 + 1
-    assert _eager.pieces(3) == [2, 1] and _eager.pieces(21) == [8, 8, 4, 1]
+    assert _eager.pieces(3) == [2, 1] and _eager.pieces(21) == [4, 4, 4, 4, 4, 1]
+    assert _eager.pieces(21, most=8) == [8, 8, 4, 1] and _eager.pieces(3, most=0) == [1, 1, 1]
     assert _eager.pieces(64) == [64] and _eager.pieces(3, whole=False) == [1, 1, 1]
 
     def gradient(count):
@@ -400,3 +401,53 @@ def test_dlpack_view_without_native_protocol_shares_the_buffer():
     # No copy: every view reads the tensor's own buffer.
     again = np.from_dlpack(_eager.Capsule(tensor))
     assert view.__array_interface__["data"][0] == again.__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype"),
+    [
+        ("shared", np.complex64),
+        ("per-sample", np.complex128),
+        ("shared", np.float16),
+        ("c=0", np.complex64),
+    ],
+)
+def test_requests_in_several_pieces_are_exact(rng, monkeypatch, kind, dtype):
+    """A count that is not a power of two of chunks runs in pieces copied into one tensor:
+    per-sample objects, other dtypes and groups without patches alike (small chunks here)."""
+    monkeypatch.setattr(_eager, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(_eager, "PIECE_BYTES", 2 * 4096)
+    N = 8
+    step = _eager.chunk_groups((N, N), 1, 1, tf.as_dtype(dtype))
+    count = 5 * step + 3  # six chunks: pieces of 2, 2, 2
+    real = np.float64 if dtype == np.complex128 else np.float32
+    if kind == "per-sample":
+        obj = random_object(rng, (count, 20, 20, 1), dtype)
+        positions = rng.uniform(-4, 24, (count, 2)).astype(real)
+    elif kind == "c=0":
+        obj = random_object(rng, (20, 20), dtype)
+        positions = np.zeros((count, 1, 2, 0), real)
+    else:
+        obj = random_object(rng, (20, 20), np.complex64).real.astype(dtype)
+        positions = rng.uniform(-4, 24, (count, 2)).astype(real)
+    patches = extract_patches(obj, positions, N).numpy()
+    expected = tf.function(lambda o, p: extract_patches(o, p, N))(obj, positions).numpy()
+    assert patches.dtype == expected.dtype and patches.shape == expected.shape
+    np.testing.assert_array_equal(patches, expected)
+
+
+def test_functions_run_eagerly_is_honoured_beyond_one_chunk(rng, monkeypatch):
+    """With `tf.config.run_functions_eagerly(True)` nothing is compiled, however many chunks."""
+    monkeypatch.setattr(_eager, "CHUNK_BYTES", 4096)
+    obj = random_object(rng, (20, 20))
+    positions = rng.uniform(0, 20, (3 * _eager.chunk_groups((8, 8), 1, 1, tf.complex64), 2))
+    expected = extract_patches(obj, positions, 8).numpy()
+    tf.config.run_functions_eagerly(True)
+    try:
+        kernels = (_kernel.gather_windows, _windows._sample_windows_xla)
+        before = [kernel.experimental_get_tracing_count() for kernel in kernels]
+        patches = extract_patches(obj, positions, 8).numpy()
+        assert [kernel.experimental_get_tracing_count() for kernel in kernels] == before
+    finally:
+        tf.config.run_functions_eagerly(False)
+    np.testing.assert_allclose(patches, expected, rtol=0, atol=1e-6 * np.abs(obj).max())
