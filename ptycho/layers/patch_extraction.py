@@ -21,8 +21,9 @@ class PatchExtractionLayer(keras.layers.Layer):
     `patch[i, j] = obj(y + i - N // 2, x + j - N // 2)` for a position `[x, y]`, with zero
     fill outside the object.
 
-    Eager calls are processed in chunks of a few fixed sizes, so a new number of positions
-    does not recompile XLA and peak memory stays near the size of the output. Inside a
+    Eager calls run as XLA programs of a few fixed sizes (a power of two of 16 MiB chunks),
+    so a new number of positions rarely recompiles XLA, and peak memory stays near the
+    size of the output. Inside a
     `tf.function` or a compiled Keras model the whole batch goes through one kernel.
     Gradients flow to the object and to the positions.
 
