@@ -28,6 +28,8 @@ Two kernels compute the same function:
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
@@ -342,6 +344,39 @@ def gather_windows(table, positions, obj_index, size, shift, interpolation, comp
     return _recombine(win, complex_out)
 
 
+def _separates() -> bool:
+    """Whether XLA runs the loops inside a conditional in parallel, as in the whole program.
+
+    XLA's CPU runtime does from TensorFlow 2.20 (its thunk runtime). Up to 2.19 it ran
+    them on one thread: the kernel inside a conditional took twice as long (55 against
+    28 ms, measured on 2.16 to 2.19 at the default case).
+    """
+    major, minor = (int(part) for part in re.findall(r"\d+", tf.__version__)[:2])
+    return (major, minor) >= (2, 20)
+
+
+SEPARATES = _separates()
+
+
+def separately(positions, compute):
+    """`compute()` inside a graph, written once to memory and never fused into its readers.
+
+    Inside one XLA program, XLA fuses the gather and blend into every consumer of the
+    windows (a loss, its gradient, a transpose), recomputing each window, and every
+    per-position quantity, for each of them: a jitted forward pass with a loss took 62 ms
+    where its parts take 23 (4,096 patches of 64 x 64). An XLA conditional is a boundary
+    fusion cannot cross (`xla.optimization_barrier` is removed by XLA's CPU pipeline
+    before fusion); its predicate, whether every position is finite, is known only at
+    run time, and both branches compute the same thing. `compute` returns a tensor or a
+    tuple of tensors. Where XLA would run the conditional's loops on one thread
+    (:data:`SEPARATES` false), `compute()` runs as it is.
+    """
+    if not SEPARATES:
+        return compute()
+    finite = tf.reduce_all(tf.math.is_finite(positions))
+    return tf.cond(finite, compute, compute)
+
+
 def sample_windows(table, positions, obj_index, size, shift, interpolation, complex_out):
     """Differentiable kernel with the same result as :func:`gather_windows`.
 
@@ -372,6 +407,8 @@ def sample_windows(table, positions, obj_index, size, shift, interpolation, comp
 def _patch_sums(values):
     """Sum of each patch of patch-major `(G, c, rows, cols, K)` values -> `(G, c)`.
 
+    Complex values give two real sums in one pass.
+
     The rows are added by repeated halving, which XLA fuses with the producer of `values`
     into one parallel, vectorised loop; only a `(G, c, cols * K)` partial sum is written.
     A plain `reduce_sum` over the patch axes is about three times slower on the CPU: XLA
@@ -389,11 +426,19 @@ def _patch_sums(values):
 
 
 def _scatter_dimension_numbers(per_sample: bool):
-    """`(G, c, fh, fw, K)` blocks added into a `(Bo, Hp, Wp, K)` table."""
+    """`(G, c, fh, fw, K)` blocks added into a `(Bo, Hp, Wp, K)` table, or into one
+    `(Hp, Wp, K)` table for one shared object.
+
+    Without the object axis, XLA scatters `g` as it is; with a unit object axis to insert,
+    it first copies every block into a layout of its own (138 MB at the default case).
+    """
     dims = xla_data_pb2.ScatterDimensionNumbers()
     dims.update_window_dims.extend([2, 3, 4])
-    dims.inserted_window_dims.append(0)
-    dims.scatter_dims_to_operand_dims.extend([0, 1, 2] if per_sample else [1, 2])
+    if per_sample:
+        dims.inserted_window_dims.append(0)
+        dims.scatter_dims_to_operand_dims.extend([0, 1, 2])
+    else:
+        dims.scatter_dims_to_operand_dims.extend([0, 1])
     dims.index_vector_dim = 2
     return dims
 
@@ -438,6 +483,12 @@ def gather_windows_vjp(
     scatter. The position gradient is the analytic derivative of the blend with respect
     to the fractional parts (the integer parts are piecewise constant); without
     `with_positions` it is zero and the table's values are never read.
+
+    It runs in stages, each written to memory once (:func:`separately`): the output
+    gradient transposed to patch-major with a zero border; from it, the position
+    gradient and the spread footprints; their scatter. Fused, XLA recomputed the
+    transposed gradient (and the loss gradient that produced it) for every footprint
+    pixel that read it.
     """
     _, hp, wp, k = table.shape
     fh, fw = footprint(size, interpolation)
@@ -449,51 +500,61 @@ def gather_windows_vjp(
         starts.insert(0, tf.cast(obj_index, index_dtype)[:, None] + tf.zeros_like(iy))
     starts = tf.stack(starts, axis=2)
     # Work patch-major, `(G, c, rows, cols, K)`: each patch contiguous, weights per patch.
-    g = tf.cast(_as_pairs(d_out, complex_out), table.dtype)
-    g = tf.transpose(g, [0, 3, 1, 2, 4])
-    g.set_shape([positions.shape[0], positions.shape[1], size[0], size[1], k])
-    if interpolation == "bilinear":
-        # The spread below reads `g` with a one-pixel zero border. The barrier makes XLA
-        # write the bordered, transposed gradient once and read it for both uses, instead
-        # of also writing the untransposed one.
-        (padded,) = xla.optimization_barrier(tf.pad(g, [[0, 0], [0, 0], [1, 1], [1, 1], [0, 0]]))
-        g = padded[:, :, 1:-1, 1:-1]
+    # The spread below reads the gradient with a one-pixel zero border.
+    border = 1 if interpolation == "bilinear" else 0
 
-    wx = tf.cast(fx, table.dtype)[:, :, None, None, None]
-    wy = tf.cast(fy, table.dtype)[:, :, None, None, None]
-    d_pos = tf.zeros(tf.shape(positions), table.dtype)
-    if interpolation == "bilinear" and with_positions:
-        win = xla.gather(
-            table,
-            starts,
-            _gather_dimension_numbers(obj_index is not None),
-            [1, fh, fw, k],
-        )
-        win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])
-        top_l, top_r = win[:, :, :-1, :-1], win[:, :, :-1, 1:]
-        bot_l, bot_r = win[:, :, 1:, :-1], win[:, :, 1:, 1:]
-        # d out / d fx and d out / d fy at every output pixel, then summed per patch: the
-        # differences of neighbouring pixels (exact for close values, which keeps the
-        # precision on objects with a large offset), blended with the other fraction.
-        d_fx = _patch_sums(g * _lerp(top_r - top_l, bot_r - bot_l, wy))
-        d_fy = _patch_sums(g * _lerp(bot_l - top_l, bot_r - top_r, wx))
-        d_pos = tf.stack([d_fx, d_fy], axis=-1)  # (G, c, 2)
-    if interpolation == "bilinear":
-        # Footprint gradient: each footprint pixel collects the four output pixels it fed,
-        # which is the same separable blend applied to the zero-padded output gradient
-        # with the complementary fractions.
-        across = _lerp(padded[:, :, :, 1:], padded[:, :, :, :-1], wx)
-        g = _lerp(across[:, :, 1:], across[:, :, :-1], wy)
-    else:
-        g *= _poison(fy, fx, g.dtype)  # NaN, not a silent gradient, for non-finite positions
+    def bordered():
+        g = tf.cast(_as_pairs(d_out, complex_out), table.dtype)
+        g = tf.transpose(g, [0, 3, 1, 2, 4])
+        g.set_shape([positions.shape[0], positions.shape[1], size[0], size[1], k])
+        return tf.pad(g, [[0, 0], [0, 0], [border, border], [border, border], [0, 0]])
 
-    d_table = xla.scatter(
-        tf.zeros_like(table),
-        starts,
-        g,
-        _adder(table.dtype),
-        _scatter_dimension_numbers(obj_index is not None),
-    )
+    padded = separately(positions, bordered)
+
+    def spread():
+        g = padded[:, :, border : border + size[0], border : border + size[1]]
+        wx = tf.cast(fx, table.dtype)[:, :, None, None, None]
+        wy = tf.cast(fy, table.dtype)[:, :, None, None, None]
+        d_pos = tf.zeros(tf.shape(positions), table.dtype)
+        if interpolation == "bilinear" and with_positions:
+            win = xla.gather(
+                table,
+                starts,
+                _gather_dimension_numbers(obj_index is not None),
+                [1, fh, fw, k],
+            )
+            win.set_shape([positions.shape[0], positions.shape[1], fh, fw, k])
+            top_l, top_r = win[:, :, :-1, :-1], win[:, :, :-1, 1:]
+            bot_l, bot_r = win[:, :, 1:, :-1], win[:, :, 1:, 1:]
+            # d out / d fx and d out / d fy at every output pixel, then summed per patch:
+            # the differences of neighbouring pixels (exact for close values, which keeps
+            # the precision on objects with a large offset), blended with the other fraction.
+            d_fx = g * _lerp(top_r - top_l, bot_r - bot_l, wy)
+            d_fy = g * _lerp(bot_l - top_l, bot_r - top_r, wx)
+            # Both sums in one pass over `g` and the footprints, as the parts of one
+            # complex sum (half precision is summed in float32).
+            if d_fx.dtype not in (tf.float32, tf.float64):
+                d_fx, d_fy = tf.cast(d_fx, tf.float32), tf.cast(d_fy, tf.float32)
+            sums = _patch_sums(tf.complex(d_fx, d_fy))
+            d_pos = tf.stack([tf.math.real(sums), tf.math.imag(sums)], axis=-1)  # (G, c, 2)
+        if interpolation == "bilinear":
+            # Footprint gradient: each footprint pixel collects the four output pixels it
+            # fed, which is the same separable blend applied to the zero-padded output
+            # gradient with the complementary fractions.
+            across = _lerp(padded[:, :, :, 1:], padded[:, :, :, :-1], wx)
+            g = _lerp(across[:, :, 1:], across[:, :, :-1], wy)
+        else:
+            g *= _poison(fy, fx, g.dtype)  # NaN, not a silent gradient, for non-finite positions
+        return d_pos, g
+
+    d_pos, g = separately(positions, spread)
+
+    per_sample = obj_index is not None
+    zeros = tf.zeros_like(table if per_sample else table[0])
+    dims = _scatter_dimension_numbers(per_sample)
+    d_table = xla.scatter(zeros, starts, g, _adder(table.dtype), dims)
+    if not per_sample:
+        d_table = d_table[None]
     my, mx = margin
     d_obj = d_table[:, my : hp - my, mx : wp - mx, :]
     if complex_out:

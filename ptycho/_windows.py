@@ -54,7 +54,7 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel="gather"
         if tf.executing_eagerly():
             out = _eager.run_chunked(run, table, positions, obj_index, static, obj.dtype)
         else:
-            out = run(table, positions, obj_index, **static)
+            out = _separately(run, table, positions, obj_index, static, obj.shape[-1])
 
         def grad(d_out):
             if kernel == "gather" and interpolation != "fourier":
@@ -89,6 +89,20 @@ def windows(obj, grouped, obj_index, size, shift, interpolation, kernel="gather"
         return out, grad
 
     return forward(obj, grouped)
+
+
+def _separately(run, table, grouped, obj_index, static, channels):
+    """The kernel's windows inside a graph, computed once (see :func:`_kernel.separately`)."""
+    c = grouped.shape[1]
+
+    def compute():
+        out = run(table, grouped, obj_index, **static)
+        # Returned as `(G, Nh, Nw, c * C)`: with a trailing axis of one channel, XLA would
+        # give the conditional's output a layout of its own, and copy it.
+        return tf.reshape(out, tf.concat([tf.shape(out)[:3], [c * channels]], axis=0))
+
+    out = _kernel.separately(grouped, compute)
+    return tf.reshape(out, tf.concat([tf.shape(out)[:3], [c, channels]], axis=0))
 
 
 @tf.function(jit_compile=True, autograph=False)

@@ -74,3 +74,24 @@ def test_object_gradient_is_the_adjoint(rng, interpolation, per_sample, channel)
     ahy = tape.gradient(inner, x).numpy()
     lhs, rhs = np.vdot(y, ax.numpy()), np.vdot(ahy, x.numpy())
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+def test_windows_are_computed_once_in_a_jitted_training_step(rng):
+    """XLA fuses the kernel into every consumer of the windows unless a conditional stands
+    between them (`_kernel.separately`); before TensorFlow 2.20 XLA would run that
+    conditional's loops on one thread, so there the step has none."""
+    from ptycho import PatchExtractionLayer, _kernel
+
+    obj = tf.constant(random_object(rng, (40, 40), np.complex64))
+    positions = tf.constant(rng.uniform(0, 40, (6, 2)).astype(np.float32))
+    layer = PatchExtractionLayer(8)
+
+    @tf.function(jit_compile=True)
+    def step(o, p):
+        with tf.GradientTape() as tape:
+            tape.watch([o, p])
+            loss = tf.reduce_sum(tf.abs(layer(o, p)) ** 2)
+        return tape.gradient(loss, [o, p])
+
+    hlo = step.experimental_get_compiler_ir(obj, positions)(stage="optimized_hlo")
+    assert (" conditional(" in hlo) == _kernel.SEPARATES
