@@ -98,7 +98,7 @@ def op_times(run, calls: int) -> list[tuple[float, str]]:
     runtime = ("ThunkExecutor", "Eager", "TFE_", "__inference", "CpuExecutable", "BlockUntil")
     rows = []
     for name, intervals in spans.items():
-        if name.startswith(runtime) or "inference" in name:
+        if name.startswith(runtime) or "inference" in name or name == "step":
             continue
         intervals.sort()
         wall, end = 0, None  # the union of the intervals: an op may span threads
