@@ -363,7 +363,7 @@ def separately(positions, compute):
 
     Inside one XLA program, XLA fuses the gather and blend into every consumer of the
     windows (a loss, its gradient, a transpose), recomputing each window, and every
-    per-position quantity, for each of them: a jitted forward pass with a loss took 62 ms
+    per-position quantity, for each of them: a jitted forward pass with a loss took 62-63 ms
     where its parts take 23 (4,096 patches of 64 x 64). An XLA conditional is a boundary
     fusion cannot cross (`xla.optimization_barrier` is removed by XLA's CPU pipeline
     before fusion); its predicate, whether every position is finite, is known only at
@@ -484,9 +484,10 @@ def gather_windows_vjp(
     to the fractional parts (the integer parts are piecewise constant); without
     `with_positions` it is zero and the table's values are never read.
 
-    It runs in stages, each written to memory once (:func:`separately`): the output
-    gradient transposed to patch-major with a zero border; from it, the position
-    gradient and the spread footprints; their scatter. Fused, XLA recomputed the
+    It runs in stages, each written to memory once from TensorFlow 2.20 (:func:`separately`;
+    before, XLA fuses them as it chooses): the output gradient transposed to patch-major,
+    with a zero border for bilinear interpolation; from it, the position gradient and the
+    spread footprints; their scatter. Fused, XLA recomputed the
     transposed gradient (and the loss gradient that produced it) for every footprint
     pixel that read it.
     """
