@@ -41,7 +41,8 @@ def demo_object(size: int = 512, dtype=np.complex64) -> np.ndarray:
     phase = 2.0 * x - 1.0 * y
     phase += bump
     del bump
-    wave = 1j * phase
+    wave = np.zeros(phase.shape, np.complex128)  # i phase, without a casting buffer
+    wave.imag = phase
     del phase
     np.exp(wave, out=wave)
     wave *= amplitude
