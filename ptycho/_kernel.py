@@ -359,7 +359,8 @@ SEPARATES = _separates()
 
 
 def separately(positions, compute):
-    """`compute()` inside a graph, written once to memory and never fused into its readers.
+    """`compute()` inside an XLA program on the CPU, written once to memory and never
+    fused into its readers.
 
     Inside one XLA program, XLA fuses the gather and blend into every consumer of the
     windows (a loss, its gradient, a transpose), recomputing each window, and every
@@ -368,13 +369,31 @@ def separately(positions, compute):
     fusion cannot cross (`xla.optimization_barrier` is removed by XLA's CPU pipeline
     before fusion); its predicate, whether every position is finite, is known only at
     run time, and both branches compute the same thing. `compute` returns a tensor or a
-    tuple of tensors. Where XLA would run the conditional's loops on one thread
-    (:data:`SEPARATES` false), `compute()` runs as it is.
+    tuple of tensors. Elsewhere (:func:`_separates_here`), `compute()` runs as it is.
     """
-    if not SEPARATES:
+    if tf.executing_eagerly():
         return compute()
     finite = tf.reduce_all(tf.math.is_finite(positions))
+    if not _separates_here(finite):
+        return compute()
     return tf.cond(finite, compute, compute)
+
+
+def _separates_here(tensor) -> bool:
+    """Whether a conditional made where `tensor` was made keeps its work apart, and pays.
+
+    Only inside an XLA program (outside one, TensorFlow runs each compiled function
+    whole, and a conditional would only add a call), on a TensorFlow whose XLA runs a
+    conditional's loops in parallel (:data:`SEPARATES`), and on the CPU: on a GPU, an
+    XLA conditional copies its predicate to the host and waits for it. Without a device
+    of its own, an operation runs on the GPU where TensorFlow sees one.
+    """
+    if not SEPARATES or tf.__internal__.get_enclosing_xla_context() is None:
+        return False
+    device = tf.DeviceSpec.from_string(tensor.device or "").device_type
+    if device:
+        return device.upper() == "CPU"
+    return not tf.config.list_logical_devices("GPU")
 
 
 def sample_windows(table, positions, obj_index, size, shift, interpolation, complex_out):
@@ -484,12 +503,14 @@ def gather_windows_vjp(
     to the fractional parts (the integer parts are piecewise constant); without
     `with_positions` it is zero and the table's values are never read.
 
-    It runs in stages, each written to memory once from TensorFlow 2.20 (:func:`separately`;
-    before, XLA fuses them as it chooses): the output gradient transposed to patch-major,
-    with a zero border for bilinear interpolation; from it, the position gradient and the
-    spread footprints; their scatter. Fused, XLA recomputed the
-    transposed gradient (and the loss gradient that produced it) for every footprint
-    pixel that read it.
+    It runs in stages, each written to memory once inside an XLA program on the CPU from
+    TensorFlow 2.20 (:func:`separately`; elsewhere XLA fuses them as it chooses): the output
+    gradient transposed to patch-major, with a zero border for bilinear interpolation;
+    from it, the position gradient and the spread footprints; their scatter. Fused, XLA
+    recomputed the transposed gradient (and the loss gradient that produced it) for every
+    footprint pixel that read it. XLA itself inlines a stage too cheap for a conditional
+    of its own: the transpose and border with one position per group (a pad alone), and
+    nearest interpolation's spread (a product).
     """
     _, hp, wp, k = table.shape
     fh, fw = footprint(size, interpolation)

@@ -94,4 +94,76 @@ def test_windows_are_computed_once_in_a_jitted_training_step(rng):
         return tape.gradient(loss, [o, p])
 
     hlo = step.experimental_get_compiler_ir(obj, positions)(stage="optimized_hlo")
-    assert (" conditional(" in hlo) == _kernel.SEPARATES
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    assert (" conditional(" in hlo) == (_kernel.SEPARATES and on_cpu)
+
+
+def _training_step(layer, jit_compile):
+    @tf.function(jit_compile=jit_compile)
+    def step(o, p):
+        with tf.GradientTape() as tape:
+            tape.watch([o, p])
+            patches = layer(o, p)
+            loss = tf.reduce_sum(tf.abs(patches) ** 2)
+        return (patches, *tape.gradient(loss, [o, p]))
+
+    return step
+
+
+def test_a_graph_not_compiled_by_xla_has_no_conditional(rng):
+    """Outside an XLA program each kernel is compiled alone: nothing to keep apart."""
+    from ptycho import PatchExtractionLayer
+
+    obj = tf.constant(random_object(rng, (40, 40), np.complex64))
+    positions = tf.constant(rng.uniform(0, 40, (6, 2)).astype(np.float32))
+    graph = _training_step(PatchExtractionLayer(8), False).get_concrete_function(obj, positions)
+    types = {op.type for op in graph.graph.get_operations()}
+    assert not types & {"If", "StatelessIf"}, types
+
+
+@pytest.mark.parametrize("device, separates", [("/CPU:0", True), ("/GPU:0", False)])
+def test_conditionals_only_on_the_cpu(monkeypatch, device, separates):
+    """On a GPU an XLA conditional waits for its predicate on the host."""
+    from ptycho import _kernel
+
+    monkeypatch.setattr(_kernel, "SEPARATES", True)
+    seen = []
+
+    @tf.function(jit_compile=True)
+    def probe(p):
+        with tf.device(device):
+            seen.append(_kernel._separates_here(tf.reduce_all(tf.math.is_finite(p))))
+        return p
+
+    probe.get_concrete_function(tf.TensorSpec([3, 2], tf.float32))
+    assert seen == [separates]
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_non_finite_positions_give_the_same_result_through_the_conditionals(
+    rng, monkeypatch, interpolation, dtype
+):
+    """A NaN or infinite position, which only an XLA program lets through, makes its
+    patch and its gradients NaN, the same with the conditionals as without them; every
+    other value agrees to rounding."""
+    from ptycho import PatchExtractionLayer, _kernel
+
+    real = np.float32 if dtype == np.complex64 else np.float64
+    obj = tf.constant(random_object(rng, (40, 40), dtype))
+    values = rng.uniform(0, 40, (6, 2)).astype(real)
+    values[1, 0], values[4, 1] = np.nan, np.inf
+    positions = tf.constant(values)
+    results = {}
+    for separates in (True, False):
+        monkeypatch.setattr(_kernel, "SEPARATES", separates)
+        step = _training_step(PatchExtractionLayer(8, interpolation=interpolation), True)
+        results[separates] = [t.numpy() for t in step(obj, positions)]
+    tolerance = 1e-5 if dtype == np.complex64 else 1e-12
+    for with_cond, without in zip(results[True], results[False], strict=True):
+        np.testing.assert_array_equal(np.isnan(with_cond), np.isnan(without))
+        scale = np.nanmax(np.abs(without))
+        np.testing.assert_allclose(with_cond, without, rtol=0, atol=tolerance * scale)
+    patches, _, d_pos = results[True]
+    assert np.isnan(patches[[1, 4]]).all() and not np.isnan(patches[[0, 2, 3, 5]]).any()
+    assert np.isnan(d_pos[[1, 4]]).all()
