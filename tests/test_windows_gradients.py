@@ -154,11 +154,18 @@ def test_non_finite_positions_give_the_same_result_through_the_conditionals(
     values = rng.uniform(0, 40, (6, 2)).astype(real)
     values[1, 0], values[4, 1] = np.nan, np.inf
     positions = tf.constant(values)
-    results = {}
+    results, conditionals = {}, {}
+    adjoint = _kernel.gather_windows_vjp.python_function
     for separates in (True, False):
         monkeypatch.setattr(_kernel, "SEPARATES", separates)
+        # A fresh adjoint: the module's is traced once, with the first setting.
+        fresh = tf.function(adjoint, jit_compile=True, autograph=False)
+        monkeypatch.setattr(_kernel, "gather_windows_vjp", fresh)
         step = _training_step(PatchExtractionLayer(8, interpolation=interpolation), True)
         results[separates] = [t.numpy() for t in step(obj, positions)]
+        hlo = step.experimental_get_compiler_ir(obj, positions)(stage="hlo")
+        conditionals[separates] = hlo.count(" conditional(")
+    assert conditionals == {True: 3, False: 0}
     tolerance = 1e-5 if dtype == np.complex64 else 1e-12
     for with_cond, without in zip(results[True], results[False], strict=True):
         np.testing.assert_array_equal(np.isnan(with_cond), np.isnan(without))
